@@ -1,0 +1,35 @@
+package api
+
+import (
+	"log/slog"
+
+	"github.com/berthhq/berth/internal/auth"
+	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/node"
+	"github.com/berthhq/berth/internal/store"
+	"github.com/berthhq/berth/internal/task"
+)
+
+// Services are what the handlers call. The daemon fills it in.
+type Services struct {
+	Node    string
+	Version string
+	Log     *slog.Logger
+	Store   store.Store
+	Auth    *auth.Service
+	Tasks   *task.Manager
+	Guests  *guest.Registry
+	Host    node.Host
+	// CAPEM and CertPEM are the cluster CA and this node's certificate.
+	CAPEM, CertPEM []byte
+}
+
+// Routes returns the whole route table.
+func (sv *Services) Routes() []Route {
+	var rs []Route
+	rs = append(rs, sv.accessRoutes()...)
+	rs = append(rs, sv.taskRoutes()...)
+	rs = append(rs, sv.nodeRoutes()...)
+	rs = append(rs, sv.guestRoutes()...)
+	return rs
+}

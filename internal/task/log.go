@@ -1,0 +1,121 @@
+package task
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+)
+
+// Log is the log of one running task. Each call appends one or more whole
+// lines to the task's log file with a single write, so readers never see a
+// line of one call interleaved with another. Embedded newlines split the
+// message into several lines; one trailing newline is ignored. Log is safe
+// for concurrent use. Lines written after the task function returned are
+// dropped, so the final "TASK OK" or "TASK ERROR" line stays last.
+type Log struct {
+	upid   string
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	f       *os.File
+	size    int64         // bytes of complete lines in the file
+	lines   int           // number of complete lines in the file
+	changed chan struct{} // closed and replaced whenever size or done change
+	closed  bool          // no more lines accepted
+	done    bool          // the task's end is recorded; no more changes
+	werr    error         // first write error, reported once
+}
+
+func newLog(upid string, f *os.File, logger *slog.Logger) *Log {
+	return &Log{upid: upid, f: f, logger: logger, changed: make(chan struct{})}
+}
+
+// Printf appends the message formatted as with fmt.Sprintf.
+func (l *Log) Printf(format string, args ...any) {
+	l.write(fmt.Sprintf(format, args...))
+}
+
+// Println appends the operands formatted as with fmt.Sprint, separated by
+// spaces.
+func (l *Log) Println(args ...any) {
+	l.write(strings.TrimSuffix(fmt.Sprintln(args...), "\n"))
+}
+
+func (l *Log) write(msg string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		l.logger.Debug("task log line dropped: task already ended", "upid", l.upid, "line", msg)
+		return
+	}
+	l.appendLocked(msg)
+}
+
+// appendLocked writes msg as lines. The caller holds l.mu.
+func (l *Log) appendLocked(msg string) {
+	msg = strings.TrimSuffix(msg, "\n")
+	var b bytes.Buffer
+	b.Grow(len(msg) + 1)
+	b.WriteString(msg)
+	b.WriteByte('\n')
+	n := strings.Count(msg, "\n") + 1
+	written, err := l.f.Write(b.Bytes())
+	if err != nil {
+		if l.werr == nil {
+			l.werr = err
+			l.logger.Error("cannot write task log", "upid", l.upid, "err", err)
+		}
+		// A short write leaves a partial line; count only what is complete.
+		part := b.Bytes()[:written]
+		if i := bytes.LastIndexByte(part, '\n'); i >= 0 {
+			l.size += int64(i + 1)
+			l.lines += bytes.Count(part, []byte{'\n'})
+		}
+		l.broadcastLocked()
+		return
+	}
+	l.size += int64(written)
+	l.lines += n
+	l.broadcastLocked()
+}
+
+func (l *Log) broadcastLocked() {
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// close writes the final line, flushes the file to disk and closes it. No
+// further lines are accepted.
+func (l *Log) close(final string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	l.appendLocked(final)
+	err := l.f.Sync()
+	if cerr := l.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = l.werr
+	}
+	return err
+}
+
+// markDone tells followers that the task's end has been recorded.
+func (l *Log) markDone() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.done = true
+	l.broadcastLocked()
+}
+
+// snapshot returns the size of complete content, whether the log is final,
+// and a channel closed on the next change.
+func (l *Log) snapshot() (size int64, lines int, done bool, changed <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size, l.lines, l.done, l.changed
+}

@@ -1,0 +1,919 @@
+package task
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/store"
+)
+
+// Errors returned by Manager; test them with errors.Is. Unknown tasks are
+// reported with an error wrapping store.ErrNotFound, malformed UPIDs with
+// one wrapping ErrInvalidUPID.
+var (
+	// ErrNotRunning means the task exists but is not running in this
+	// process, for example because it has already ended.
+	ErrNotRunning = errors.New("task is not running")
+	// ErrShuttingDown means Shutdown was called and no new task starts.
+	ErrShuttingDown = errors.New("task manager is shutting down")
+)
+
+// Causes of a task context's cancellation, reported as the task's exit
+// status when the task function returns the context's error.
+var (
+	errInterrupted = errors.New("interrupted by user")
+	errShutdown    = errors.New("interrupted by daemon shutdown")
+	errGoexit      = errors.New("task function exited without returning")
+)
+
+const (
+	// KeyPrefix is the store prefix under which the task index lives.
+	KeyPrefix = "tasks/"
+
+	// DefaultMaxCount is the number of task index entries kept by default.
+	DefaultMaxCount = 1000
+	// DefaultMaxAge is how long a finished task is kept by default.
+	DefaultMaxAge = 30 * 24 * time.Hour
+
+	// pruneInterval is how often finishing tasks trigger Prune, unless the
+	// index holds more than MaxCount entries.
+	pruneInterval = time.Minute
+	// maxStartAttempts bounds the search for an unused UPID.
+	maxStartAttempts = 100
+)
+
+// Options tunes a Manager. The zero value selects the defaults.
+type Options struct {
+	// MaxCount is how many index entries Prune keeps (DefaultMaxCount if
+	// zero). Running tasks count but are never removed.
+	MaxCount int
+	// MaxAge is how long after its end a stopped task is kept
+	// (DefaultMaxAge if zero).
+	MaxAge time.Duration
+	// Now returns the current time; time.Now if nil. Tests set it.
+	Now func() time.Time
+}
+
+// Spec names a task to start: the type, id and user fields of its UPID.
+// See UPID for the characters allowed in each.
+type Spec struct {
+	// Type is the kind of work, such as "qmstart" or "aptupdate".
+	Type string
+	// ID is the object worked on, usually a guest ID; it may be empty.
+	ID string
+	// User is the user on whose behalf the task runs, such as "root@pam".
+	User string
+}
+
+// Func is the work of a task. It should return soon after ctx is
+// cancelled; returning ctx's error (or one wrapping context.Canceled) then
+// records why the task was interrupted, such as "interrupted by user".
+type Func func(ctx context.Context, l *Log) error
+
+// Filter selects tasks for List. The zero Filter selects all tasks.
+type Filter struct {
+	// Errors selects only stopped tasks whose exit status is not "OK".
+	Errors bool
+	// Running selects only running tasks.
+	Running bool
+	// GuestID selects only tasks whose ID equals it, if not empty.
+	GuestID string
+	// Type selects only tasks of this type, if not empty.
+	Type string
+	// Since and Until bound the start time, both inclusive, to the second;
+	// the zero time means unbounded.
+	Since, Until time.Time
+	// Limit is the maximum number of tasks returned; 0 means all.
+	Limit int
+}
+
+// Manager starts tasks, records them in the task index, writes their logs
+// and keeps the index within its retention limits. It is safe for
+// concurrent use.
+//
+// A daemon creates one Manager per store, calls Recover and then Prune
+// before starting any task, and calls Shutdown before closing the store.
+type Manager struct {
+	st     store.Store
+	logDir string
+	node   string
+	logger *slog.Logger
+	opts   Options
+	pid    int
+	pstart uint64
+
+	pruneMu sync.Mutex // serialises Prune
+	wg      sync.WaitGroup
+
+	mu        sync.Mutex
+	running   map[string]*run  // by UPID string, until the end is recorded
+	lastStart map[string]int64 // last start time issued per type:id:user
+	shutting  bool             // Start refuses new tasks
+	cancelAll bool             // Shutdown cancelled every task
+	count     int              // approximate number of index entries
+	lastPrune time.Time
+}
+
+// run is the state of one task running in this process.
+type run struct {
+	upid   UPID
+	str    string
+	key    string
+	task   api.Task
+	log    *Log
+	cancel context.CancelCauseFunc
+	done   chan struct{} // closed once the end is recorded
+	final  api.Task      // the index entry at the end; set before done is closed
+
+	// Guarded by Manager.mu.
+	ended         bool // the task function returned
+	stopRequested bool
+}
+
+// NewManager returns a Manager that keeps its index in st and task logs
+// under logDir (created if needed), naming node in every UPID. A nil logger
+// discards log output.
+func NewManager(st store.Store, logDir, node string, logger *slog.Logger, opts Options) (*Manager, error) {
+	if st == nil {
+		return nil, errors.New("new task manager: store is nil")
+	}
+	if logDir == "" {
+		return nil, errors.New("new task manager: log directory is empty")
+	}
+	if err := validNode(node); err != nil {
+		return nil, fmt.Errorf("new task manager: %w", err)
+	}
+	if opts.MaxCount < 0 {
+		return nil, fmt.Errorf("new task manager: MaxCount %d is negative", opts.MaxCount)
+	}
+	if opts.MaxAge < 0 {
+		return nil, fmt.Errorf("new task manager: MaxAge %v is negative", opts.MaxAge)
+	}
+	if opts.MaxCount == 0 {
+		opts.MaxCount = DefaultMaxCount
+	}
+	if opts.MaxAge == 0 {
+		opts.MaxAge = DefaultMaxAge
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(logDir, 0o750); err != nil {
+		return nil, fmt.Errorf("new task manager: create log directory: %w", err)
+	}
+	pstart, err := processStart()
+	if err != nil {
+		logger.Warn("cannot read process start time; using 0 in UPIDs", "err", err)
+	}
+	return &Manager{
+		st:        st,
+		logDir:    logDir,
+		node:      node,
+		logger:    logger,
+		opts:      opts,
+		pid:       os.Getpid(),
+		pstart:    pstart,
+		running:   make(map[string]*run),
+		lastStart: make(map[string]int64),
+	}, nil
+}
+
+// processStart returns the start time of this process in clock ticks since
+// boot: field 22 of /proc/self/stat.
+func processStart() (uint64, error) {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read process start time: %w", err)
+	}
+	// Field 2, the command name, is in parentheses and may contain spaces
+	// and parentheses itself; the fields after the last ')' start at 3.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("read process start time: malformed /proc/self/stat")
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	if len(fields) < 20 {
+		return 0, errors.New("read process start time: /proc/self/stat has too few fields")
+	}
+	v, err := strconv.ParseUint(fields[22-3], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read process start time: %w", err)
+	}
+	return v, nil
+}
+
+// taskKey is the store key of a task's index entry. The fixed-width start
+// time makes keys sort by start time; a UPID holds no '/' or NUL, so the
+// key has exactly two valid segments.
+func taskKey(u UPID) string {
+	return fmt.Sprintf("%s%016X-%s", KeyPrefix, u.StartTime, u.String())
+}
+
+// logPath is where a task's log lives: like Proxmox, in a subdirectory
+// named after the last hex digit of the start time.
+func (m *Manager) logPath(u UPID) string {
+	return filepath.Join(m.logDir, fmt.Sprintf("%X", u.StartTime&0xF), u.String())
+}
+
+func (m *Manager) now() time.Time { return m.opts.Now() }
+
+// lookup returns the task with this UPID running in this process, or nil.
+func (m *Manager) lookup(upid string) *run {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running[upid]
+}
+
+// errCollision means the UPID chosen is already taken.
+var errCollision = errors.New("UPID already in use")
+
+// Start records a new task in the index as running, durably, and then runs
+// fn in its own goroutine, returning the task's UPID.
+//
+// UPIDs are unique: a UPID's node, PID and process start time identify
+// this process, and within it the start time of tasks with the same type,
+// id and user strictly increases. When such a task is started again within
+// the same second, its StartTime is the previous one plus one second, so a
+// burst of identical tasks gets start times slightly in the future. As a
+// safeguard, a UPID whose index entry or log file already exists (say, left
+// by an earlier process that had the same PID and start time) is skipped
+// the same way.
+func (m *Manager) Start(spec Spec, fn Func) (UPID, error) {
+	if fn == nil {
+		return UPID{}, errors.New("start task: function is nil")
+	}
+	if err := validSpec(spec.Type, spec.ID, spec.User); err != nil {
+		return UPID{}, fmt.Errorf("start task: %w", err)
+	}
+	m.mu.Lock()
+	if m.shutting {
+		m.mu.Unlock()
+		return UPID{}, fmt.Errorf("start %s task: %w", spec.Type, ErrShuttingDown)
+	}
+	m.wg.Add(1)
+	m.mu.Unlock()
+	started := false
+	defer func() {
+		if !started {
+			m.wg.Done()
+		}
+	}()
+
+	now := m.now().Unix()
+	u := UPID{Node: m.node, PID: m.pid, PStart: m.pstart, Type: spec.Type, ID: spec.ID, User: spec.User}
+	var r *run
+	for attempt := 1; ; attempt++ {
+		u.StartTime = m.nextStart(spec, now)
+		if err := u.Validate(); err != nil {
+			return UPID{}, fmt.Errorf("start task: %w", err)
+		}
+		var err error
+		r, err = m.create(u)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errCollision) || attempt == maxStartAttempts {
+			return UPID{}, fmt.Errorf("start task %s: %w", u, err)
+		}
+		m.logger.Debug("UPID in use; trying the next second", "upid", u.String())
+	}
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	r.cancel = cancel
+	m.mu.Lock()
+	m.running[r.str] = r
+	m.count++
+	if m.cancelAll {
+		cancel(errShutdown)
+	}
+	m.mu.Unlock()
+
+	m.logger.Info("task started", "upid", r.str)
+	started = true
+	go m.run(ctx, r, fn)
+	return u, nil
+}
+
+// nextStart returns the start time to use for a task of spec at now.
+func (m *Manager) nextStart(spec Spec, now int64) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := spec.Type + ":" + spec.ID + ":" + spec.User
+	st := now
+	if last, ok := m.lastStart[k]; ok && last >= st {
+		st = last + 1
+	}
+	// Entries older than now can never cause a bump again: forget them.
+	if len(m.lastStart) >= 64 {
+		for k2, v := range m.lastStart {
+			if v < now {
+				delete(m.lastStart, k2)
+			}
+		}
+	}
+	m.lastStart[k] = st
+	return st
+}
+
+// create makes the log file and the running index entry of a new task.
+func (m *Manager) create(u UPID) (*run, error) {
+	str := u.String()
+	path := m.logPath(u)
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("create log directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640)
+	if errors.Is(err, fs.ErrExist) {
+		return nil, errCollision
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create log: %w", err)
+	}
+	t := api.Task{
+		UPID:      str,
+		Node:      u.Node,
+		PID:       u.PID,
+		PStart:    u.PStart,
+		StartTime: u.StartTime,
+		Type:      u.Type,
+		ID:        u.ID,
+		User:      u.User,
+		Status:    api.TaskRunning,
+	}
+	key := taskKey(u)
+	if _, err := store.PutJSON(context.Background(), m.st, key, t, store.Cond{Create: true}); err != nil {
+		f.Close()
+		if rerr := os.Remove(path); rerr != nil {
+			m.logger.Warn("cannot remove log of task not started", "path", path, "err", rerr)
+		}
+		if errors.Is(err, store.ErrExists) {
+			return nil, errCollision
+		}
+		return nil, fmt.Errorf("record in task index: %w", err)
+	}
+	return &run{
+		upid: u,
+		str:  str,
+		key:  key,
+		task: t,
+		log:  newLog(str, f, m.logger),
+		done: make(chan struct{}),
+	}, nil
+}
+
+// run executes fn and records its end, even if fn panics or calls
+// runtime.Goexit.
+func (m *Manager) run(ctx context.Context, r *run, fn Func) {
+	defer m.wg.Done()
+	err := errGoexit // kept if fn calls runtime.Goexit
+	defer func() { m.finish(ctx, r, err) }()
+	err = m.call(ctx, r, fn)
+}
+
+// call runs fn, turning a panic into an error.
+func (m *Manager) call(ctx context.Context, r *run, fn Func) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			m.logger.Error("task panicked", "upid", r.str, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return fn(ctx, r.log)
+}
+
+// finish writes the final log line, records the end in the index and
+// releases everyone waiting for the task.
+func (m *Manager) finish(ctx context.Context, r *run, err error) {
+	m.mu.Lock()
+	r.ended = true
+	m.mu.Unlock()
+
+	status := exitStatus(ctx, err)
+	final := "TASK OK"
+	if status != api.TaskOK {
+		final = "TASK ERROR: " + status
+	}
+	if err := r.log.close(final); err != nil {
+		m.logger.Error("cannot write task log", "upid", r.str, "err", err)
+	}
+
+	t := r.task
+	t.Status = api.TaskStopped
+	t.EndTime = max(m.now().Unix(), t.StartTime)
+	t.ExitStatus = status
+	if _, err := store.PutJSON(context.Background(), m.st, r.key, t, store.Cond{}); err != nil {
+		// The entry stays "running" until Recover repairs it.
+		m.logger.Error("cannot record end of task in index", "upid", r.str, "err", err)
+	}
+	r.final = t
+
+	m.mu.Lock()
+	delete(m.running, r.str)
+	m.mu.Unlock()
+	r.cancel(nil)
+	r.log.markDone()
+	close(r.done)
+	m.logger.Info("task finished", "upid", r.str, "exitstatus", status)
+
+	m.maybePrune()
+}
+
+// exitStatus turns the result of a task function into a one-line exit
+// status.
+func exitStatus(ctx context.Context, err error) string {
+	if err == nil {
+		return api.TaskOK
+	}
+	msg := err.Error()
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		msg = context.Cause(ctx).Error()
+	}
+	msg = oneLine(msg)
+	switch msg {
+	case "":
+		msg = "unknown error"
+	case api.TaskOK:
+		// Do not let a failure pass for success.
+		msg = "error: " + msg
+	}
+	return msg
+}
+
+// oneLine joins the lines of s with spaces.
+func oneLine(s string) string {
+	lines := strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' })
+	for i, l := range lines {
+		lines[i] = strings.TrimSpace(l)
+	}
+	return strings.TrimSpace(strings.Join(lines, " "))
+}
+
+// maybePrune runs Prune if the index is over its limit or the last prune
+// was long enough ago.
+func (m *Manager) maybePrune() {
+	now := m.now()
+	m.mu.Lock()
+	due := m.count > m.opts.MaxCount || now.Sub(m.lastPrune) >= pruneInterval || now.Before(m.lastPrune)
+	m.mu.Unlock()
+	if !due {
+		return
+	}
+	if err := m.Prune(context.Background()); err != nil {
+		m.logger.Warn("cannot prune task index", "err", err)
+	}
+}
+
+// Stop asks a running task to stop: it notes "received stop request" in
+// the task's log and cancels the task's context with the cause
+// "interrupted by user". It does not wait for the task to end; use Wait.
+// Stopping a task that is not running in this process returns an error
+// wrapping ErrNotRunning, and an unknown task one wrapping
+// store.ErrNotFound.
+func (m *Manager) Stop(upid string) error {
+	u, err := ParseUPID(upid)
+	if err != nil {
+		return fmt.Errorf("stop task: %w", err)
+	}
+	m.mu.Lock()
+	if r := m.running[upid]; r != nil && !r.ended {
+		first := !r.stopRequested
+		if first {
+			r.stopRequested = true
+			r.log.Println("received stop request")
+		}
+		r.cancel(errInterrupted)
+		m.mu.Unlock()
+		if first {
+			m.logger.Info("task stop requested", "upid", upid)
+		}
+		return nil
+	}
+	m.mu.Unlock()
+	if _, _, err := store.GetJSON[api.Task](context.Background(), m.st, taskKey(u)); err != nil {
+		return fmt.Errorf("stop task %s: %w", upid, err)
+	}
+	return fmt.Errorf("stop task %s: %w", upid, ErrNotRunning)
+}
+
+// Get returns the index entry of a task.
+func (m *Manager) Get(ctx context.Context, upid string) (api.Task, error) {
+	u, err := ParseUPID(upid)
+	if err != nil {
+		return api.Task{}, fmt.Errorf("get task: %w", err)
+	}
+	t, _, err := store.GetJSON[api.Task](ctx, m.st, taskKey(u))
+	if err != nil {
+		return api.Task{}, fmt.Errorf("get task %s: %w", upid, err)
+	}
+	return t, nil
+}
+
+// List returns the index entries f selects, newest first.
+func (m *Manager) List(ctx context.Context, f Filter) ([]api.Task, error) {
+	objs, err := m.st.List(ctx, KeyPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
+	}
+	out := []api.Task{}
+	for i := len(objs) - 1; i >= 0; i-- {
+		var t api.Task
+		if err := json.Unmarshal(objs[i].Value, &t); err != nil {
+			return nil, fmt.Errorf("list tasks: decode %s: %w", objs[i].Key, err)
+		}
+		if !f.match(t) {
+			continue
+		}
+		out = append(out, t)
+		if f.Limit > 0 && len(out) == f.Limit {
+			break
+		}
+	}
+	return out, nil
+}
+
+func (f Filter) match(t api.Task) bool {
+	if f.Errors && (t.Status != api.TaskStopped || t.ExitStatus == api.TaskOK) {
+		return false
+	}
+	if f.Running && t.Status != api.TaskRunning {
+		return false
+	}
+	if f.GuestID != "" && t.ID != f.GuestID {
+		return false
+	}
+	if f.Type != "" && t.Type != f.Type {
+		return false
+	}
+	if !f.Since.IsZero() && t.StartTime < f.Since.Unix() {
+		return false
+	}
+	if !f.Until.IsZero() && t.StartTime > f.Until.Unix() {
+		return false
+	}
+	return true
+}
+
+// Running returns the number of tasks running in this process.
+func (m *Manager) Running() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.running)
+}
+
+// ReadLog returns up to limit lines (all if limit <= 0) of a task's log,
+// starting at line start (0-based). Running reports whether the task is
+// still running in this process, so more lines may follow. An unknown task
+// yields an error wrapping store.ErrNotFound.
+func (m *Manager) ReadLog(upid string, start, limit int) (api.TaskLog, error) {
+	u, err := ParseUPID(upid)
+	if err != nil {
+		return api.TaskLog{}, fmt.Errorf("read task log: %w", err)
+	}
+	if start < 0 {
+		return api.TaskLog{}, fmt.Errorf("read task log %s: start %d is negative", upid, start)
+	}
+	path := m.logPath(u)
+	var data []byte
+	running := false
+	if r := m.lookup(upid); r != nil {
+		// Read only complete lines; a write may be in progress.
+		size, _, done, _ := r.log.snapshot()
+		running = !done
+		data, err = readPrefix(path, size)
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return api.TaskLog{}, fmt.Errorf("read task log %s: %w", upid, store.ErrNotFound)
+	}
+	if err != nil {
+		return api.TaskLog{}, fmt.Errorf("read task log %s: %w", upid, err)
+	}
+	lines := splitLines(data)
+	res := api.TaskLog{Start: start, Total: len(lines), Lines: []string{}, Running: running}
+	if start < len(lines) {
+		end := len(lines)
+		if limit > 0 && limit < end-start {
+			end = start + limit
+		}
+		res.Lines = append(res.Lines, lines[start:end]...)
+	}
+	return res, nil
+}
+
+func readPrefix(path string, size int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, size)
+	if _, err := io.ReadFull(f, buf); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return buf, nil
+}
+
+// splitLines splits a log into lines; a final line without a newline (left
+// by a crash) counts as a line.
+func splitLines(data []byte) []string {
+	s := strings.TrimSuffix(string(data), "\n")
+	if s == "" && len(data) == 0 {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// Follow calls emit for each line of a task's log from line start
+// (0-based) on. For a task running in this process it then waits for new
+// lines and emits them as they are written, returning once the task's end
+// is recorded and every line was emitted; for any other task it returns
+// after the last line. It stops early with emit's error, unchanged, or
+// with an error wrapping ctx's.
+func (m *Manager) Follow(ctx context.Context, upid string, start int, emit func(line string) error) error {
+	u, err := ParseUPID(upid)
+	if err != nil {
+		return fmt.Errorf("follow task log: %w", err)
+	}
+	if start < 0 {
+		return fmt.Errorf("follow task log %s: start %d is negative", upid, start)
+	}
+	r := m.lookup(upid)
+	f, err := os.Open(m.logPath(u))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("follow task log %s: %w", upid, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("follow task log %s: %w", upid, err)
+	}
+	defer f.Close()
+
+	idx := 0
+	// emitFrom emits the lines of rd, which holds whole lines except
+	// possibly the last when partial is true.
+	emitFrom := func(rd io.Reader, partial bool) error {
+		br := bufio.NewReader(rd)
+		for {
+			line, rerr := br.ReadString('\n')
+			if line == "" && rerr == io.EOF {
+				return nil
+			}
+			if rerr != nil && rerr != io.EOF {
+				return fmt.Errorf("follow task log %s: %w", upid, rerr)
+			}
+			if rerr == io.EOF && !partial {
+				// Cannot happen: the size counts only whole lines.
+				return fmt.Errorf("follow task log %s: truncated line", upid)
+			}
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("follow task log %s: %w", upid, err)
+			}
+			if idx >= start {
+				if err := emit(strings.TrimSuffix(line, "\n")); err != nil {
+					return err
+				}
+			}
+			idx++
+			if rerr == io.EOF {
+				return nil
+			}
+		}
+	}
+
+	if r == nil {
+		return emitFrom(f, true)
+	}
+	var off int64
+	for {
+		size, _, done, changed := r.log.snapshot()
+		if size > off {
+			if err := emitFrom(io.NewSectionReader(f, off, size-off), false); err != nil {
+				return err
+			}
+			off = size
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("follow task log %s: %w", upid, ctx.Err())
+		}
+	}
+}
+
+// Wait waits until a task running in this process ends and returns its
+// final index entry. For any other task it returns the index entry at once.
+func (m *Manager) Wait(ctx context.Context, upid string) (api.Task, error) {
+	if _, err := ParseUPID(upid); err != nil {
+		return api.Task{}, fmt.Errorf("wait for task: %w", err)
+	}
+	r := m.lookup(upid)
+	if r == nil {
+		return m.Get(ctx, upid)
+	}
+	select {
+	case <-r.done:
+		return r.final, nil
+	case <-ctx.Done():
+		return api.Task{}, fmt.Errorf("wait for task %s: %w", upid, ctx.Err())
+	}
+}
+
+// Recover repairs the index after a crash. Call it at daemon start, before
+// starting any task: every entry still "running" that is not running in
+// this process is marked stopped with exit status "unexpected status" and
+// an end time taken from its log's last modification (or now), and the log
+// gets the final line "TASK ERROR: unexpected status". It returns how many
+// entries it repaired and joins the errors of those it could not.
+func (m *Manager) Recover(ctx context.Context) (int, error) {
+	objs, err := m.st.List(ctx, KeyPrefix)
+	if err != nil {
+		return 0, fmt.Errorf("recover tasks: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, o := range objs {
+		var t api.Task
+		if err := json.Unmarshal(o.Value, &t); err != nil {
+			errs = append(errs, fmt.Errorf("recover tasks: decode %s: %w", o.Key, err))
+			continue
+		}
+		if t.Status != api.TaskRunning || m.lookup(t.UPID) != nil {
+			continue
+		}
+		end := m.now().Unix()
+		if u, err := ParseUPID(t.UPID); err != nil {
+			m.logger.Warn("task index entry has a malformed UPID; not touching its log", "key", o.Key, "err", err)
+		} else if mtime, err := m.appendUnexpected(u); err != nil {
+			m.logger.Warn("cannot append to log of crashed task", "upid", t.UPID, "err", err)
+		} else if !mtime.IsZero() {
+			end = mtime.Unix()
+		}
+		t.Status = api.TaskStopped
+		t.EndTime = max(end, t.StartTime)
+		t.ExitStatus = api.TaskUnexpected
+		if _, err := store.PutJSON(ctx, m.st, o.Key, t, store.Cond{Digest: o.Digest}); err != nil {
+			errs = append(errs, fmt.Errorf("recover task %s: %w", t.UPID, err))
+			continue
+		}
+		m.logger.Warn("task was running when the daemon stopped; marked as failed", "upid", t.UPID)
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// appendUnexpected appends the final line of a crashed task to its log,
+// creating the log if it is missing, and returns the log's modification
+// time before (zero if it was empty). It is idempotent.
+func (m *Manager) appendUnexpected(u UPID) (time.Time, error) {
+	final := "TASK ERROR: " + api.TaskUnexpected + "\n"
+	path := m.logPath(u)
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return time.Time{}, fmt.Errorf("create log directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("open log: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("stat log: %w", err)
+	}
+	var mtime time.Time
+	line := final
+	if size := fi.Size(); size > 0 {
+		mtime = fi.ModTime()
+		n := min(size, int64(len(final)+1))
+		tail := make([]byte, n)
+		if _, err := f.ReadAt(tail, size-n); err != nil {
+			return time.Time{}, fmt.Errorf("read log: %w", err)
+		}
+		if bytes.HasSuffix(tail, []byte(final)) && (n == size || tail[0] == '\n') {
+			return mtime, nil // already appended by an earlier Recover
+		}
+		if tail[n-1] != '\n' {
+			line = "\n" + line // end the partial line the crash left
+		}
+	}
+	if _, err := f.WriteString(line); err != nil {
+		return time.Time{}, fmt.Errorf("append to log: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return time.Time{}, fmt.Errorf("sync log: %w", err)
+	}
+	return mtime, nil
+}
+
+// Prune removes the index entries and logs of stopped tasks that ended
+// more than MaxAge ago, and then of the oldest stopped tasks while the
+// index holds more than MaxCount entries. Running tasks are never removed.
+// Finishing tasks call Prune at most once a minute unless the index is
+// over MaxCount; a daemon calls it at start, after Recover.
+func (m *Manager) Prune(ctx context.Context) error {
+	m.pruneMu.Lock()
+	defer m.pruneMu.Unlock()
+	now := m.now()
+	objs, err := m.st.List(ctx, KeyPrefix)
+	if err != nil {
+		return fmt.Errorf("prune tasks: %w", err)
+	}
+	cutoff := now.Add(-m.opts.MaxAge).Unix()
+	excess := len(objs) - m.opts.MaxCount
+	removed := 0
+	var errs []error
+	for _, o := range objs { // oldest first
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("prune tasks: %w", err))
+			break
+		}
+		var t api.Task
+		if err := json.Unmarshal(o.Value, &t); err != nil {
+			errs = append(errs, fmt.Errorf("prune tasks: decode %s: %w", o.Key, err))
+			continue
+		}
+		if t.Status != api.TaskStopped {
+			continue
+		}
+		if excess <= 0 && max(t.StartTime, t.EndTime) >= cutoff {
+			continue
+		}
+		err := m.st.Delete(ctx, o.Key, store.Cond{Digest: o.Digest})
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("prune task %s: %w", t.UPID, err))
+			continue
+		}
+		excess--
+		removed++
+		if u, err := ParseUPID(t.UPID); err == nil {
+			if err := os.Remove(m.logPath(u)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("prune task %s: remove log: %w", t.UPID, err))
+			}
+		}
+	}
+	m.mu.Lock()
+	m.count = len(objs) - removed
+	m.lastPrune = now
+	m.mu.Unlock()
+	if removed > 0 {
+		m.logger.Info("pruned task index", "removed", removed, "kept", len(objs)-removed)
+	}
+	return errors.Join(errs...)
+}
+
+// Shutdown stops accepting tasks (Start then fails with ErrShuttingDown)
+// and waits for the running ones to end. If ctx is done first, it cancels
+// the remaining tasks with the cause "interrupted by daemon shutdown",
+// waits for them to record their end, and returns an error wrapping ctx's.
+// A task function that ignores its context therefore delays Shutdown
+// indefinitely. After Shutdown no index entry of this process is left
+// "running" (unless the store failed), so the store can then be closed.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.mu.Lock()
+	m.shutting = true
+	m.mu.Unlock()
+	allDone := make(chan struct{})
+	go func() {
+		m.wg.Wait()
+		close(allDone)
+	}()
+	select {
+	case <-allDone:
+		return nil
+	case <-ctx.Done():
+	}
+	m.mu.Lock()
+	m.cancelAll = true
+	n := 0
+	for _, r := range m.running {
+		if !r.ended {
+			r.log.Println("received shutdown request")
+			r.cancel(errShutdown)
+			n++
+		}
+	}
+	m.mu.Unlock()
+	m.logger.Warn("shutdown deadline reached; cancelled running tasks", "count", n)
+	<-allDone
+	return fmt.Errorf("shut down task manager: cancelled %d running task(s): %w", n, ctx.Err())
+}
