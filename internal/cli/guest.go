@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -31,7 +32,7 @@ func (e *env) guestCmd() *cobra.Command {
 			})
 		},
 	}
-	c.AddCommand(list, e.guestConfig())
+	c.AddCommand(list, e.guestConfig(), e.guestCreate())
 	for _, a := range []string{"start", "shutdown", "stop"} {
 		c.AddCommand(e.guestAction(a))
 	}
@@ -146,5 +147,48 @@ func (e *env) guestConfig() *cobra.Command {
 	f.StringSliceVar(&u.Delete, "delete", nil, "driver options to remove")
 	f.StringVar(&u.Digest, "digest", "", "digest of the configuration this change is based on")
 	c.AddCommand(get, set)
+	return c
+}
+
+func (e *env) guestCreate() *cobra.Command {
+	var g wire.Guest
+	var kind, startup string
+	var sets []string
+	var bg bool
+	c := &cobra.Command{
+		Use:   "create ID --kind container|vm|uml",
+		Short: "Create a guest of any kind from generic options (kind-specific commands come with each driver)",
+		Args:  exactArgs(1, "a guest ID"),
+		RunE: func(c *cobra.Command, args []string) error {
+			id, err := strconv.Atoi(args[0])
+			if err != nil {
+				return usageError{fmt.Errorf("guest ID %q is not a number (use 100-999999999)", args[0])}
+			}
+			g.ID, g.Kind = id, wire.GuestKind(kind)
+			if startup != "" {
+				if g.Startup, err = guest.ParseStartup(startup); err != nil {
+					return usageError{fmt.Errorf("--startup: %w", err)}
+				}
+			}
+			for _, s := range sets {
+				k, v, ok := strings.Cut(s, "=")
+				if !ok {
+					return usageError{fmt.Errorf("--set %q: use KEY=VALUE", s)}
+				}
+				if g.Config == nil {
+					g.Config = map[string]string{}
+				}
+				g.Config[k] = v
+			}
+			return e.runTask(c.Context(), "POST", "/api/v1/guests", g, bg)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&kind, "kind", "", "container, vm or uml")
+	f.StringVar(&g.Name, "name", "", "guest name (a DNS name)")
+	f.BoolVar(&g.OnBoot, "onboot", false, "start the guest when the host boots")
+	f.StringVar(&startup, "startup", "", "order=N,up=S,down=S")
+	f.StringArrayVar(&sets, "set", nil, "driver option KEY=VALUE (repeatable)")
+	asyncFlags(c, &bg)
 	return c
 }

@@ -882,9 +882,10 @@ func (m *Manager) Prune(ctx context.Context) error {
 }
 
 // Shutdown stops accepting tasks (Start then fails with ErrShuttingDown)
-// and waits for the running ones to end. If ctx is done first, it cancels
-// the remaining tasks with the cause "interrupted by daemon shutdown",
-// waits for them to record their end, and returns an error wrapping ctx's.
+// and waits for the running ones to end. If ctx is done first, it notes
+// "received shutdown request" in the logs of the remaining tasks, cancels
+// them with the cause "interrupted by daemon shutdown", waits for them to
+// record their end, and returns an error wrapping ctx's.
 // A task function that ignores its context therefore delays Shutdown
 // indefinitely. After Shutdown no index entry of this process is left
 // "running" (unless the store failed), so the store can then be closed.
