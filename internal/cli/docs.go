@@ -35,7 +35,7 @@ func (e *env) docsCmd() *cobra.Command {
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(c *cobra.Command, _ []string) error {
 			sv := &api.Services{}
-			srv, err := api.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), nil, Version, sv.Routes())
+			srv, err := api.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), nil, "v1", sv.Routes())
 			if err != nil {
 				return err
 			}

@@ -122,15 +122,9 @@ func (e *env) guestConfig() *cobra.Command {
 				}
 				u.Startup = &st
 			}
-			for _, s := range sets {
-				k, v, ok := strings.Cut(s, "=")
-				if !ok {
-					return usageError{fmt.Errorf("--set %q: use KEY=VALUE", s)}
-				}
-				if u.Config == nil {
-					u.Config = map[string]string{}
-				}
-				u.Config[k] = v
+			var err error
+			if u.Config, err = parseSets(sets); err != nil {
+				return err
 			}
 			var g wire.Guest
 			if err := e.do(c.Context(), "PUT", "/api/v1/guests/"+args[0]+"/config", u, &g); err != nil {
@@ -170,15 +164,8 @@ func (e *env) guestCreate() *cobra.Command {
 					return usageError{fmt.Errorf("--startup: %w", err)}
 				}
 			}
-			for _, s := range sets {
-				k, v, ok := strings.Cut(s, "=")
-				if !ok {
-					return usageError{fmt.Errorf("--set %q: use KEY=VALUE", s)}
-				}
-				if g.Config == nil {
-					g.Config = map[string]string{}
-				}
-				g.Config[k] = v
+			if g.Config, err = parseSets(sets); err != nil {
+				return err
 			}
 			return e.runTask(c.Context(), "POST", "/api/v1/guests", g, bg)
 		},
@@ -191,4 +178,21 @@ func (e *env) guestCreate() *cobra.Command {
 	f.StringArrayVar(&sets, "set", nil, "driver option KEY=VALUE (repeatable)")
 	asyncFlags(c, &bg)
 	return c
+}
+
+// parseSets turns repeated --set KEY=VALUE flags into a driver option map
+// (nil when there are none).
+func parseSets(sets []string) (map[string]string, error) {
+	var m map[string]string
+	for _, s := range sets {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return nil, usageError{fmt.Errorf("--set %q: use KEY=VALUE", s)}
+		}
+		if m == nil {
+			m = map[string]string{}
+		}
+		m[k] = v
+	}
+	return m, nil
 }

@@ -151,6 +151,11 @@ func Run(ctx context.Context, o Options) error {
 		go func() { errc <- serve(httpsSrv.ServeTLS(ln, "", "")) }()
 	}
 	log.Info("berth daemon ready", "version", o.Version, "socket", sock.Addr().String(), "https", httpsAddr, "data", o.DataDir)
+	if o.InitToken != "" && httpsAddr != "" {
+		fp, _ := certs.Fingerprint(cert.CertPEM)
+		fmt.Fprintf(o.Stdout, "API: https://%s/api/v1/\nCA certificate: %s\nserver fingerprint: %s\ntry: curl --cacert %[2]s -H 'Authorization: Bearer <token>' https://%[1]s/api/v1/node/status\n",
+			httpsAddr, filepath.Join(o.DataDir, "pki", "berth-root-ca.pem"), fp)
+	}
 	if o.Ready != nil {
 		o.Ready(httpsAddr)
 	}

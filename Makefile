@@ -1,0 +1,53 @@
+# berth — build, run, test, benchmark. See README.md.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/berthhq/berth/internal/cli.Version=$(VERSION)
+BIN     := bin/berth
+DATA    ?= $(CURDIR)/.berth-data
+LISTEN  ?= 127.0.0.1:8006
+
+# Debian packages the tests use (iproute2: network namespaces and veth for
+# the Wake-on-LAN capture test).
+TEST_DEBS := iproute2 ca-certificates
+
+.PHONY: build run test test-short deps bench lint docs clean
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
+
+## run: build berth and run the daemon on an embedded store in $(DATA),
+## printing the API URL and a fresh admin token.
+run: build
+	$(BIN) serve --data-dir '$(DATA)' --listen '$(LISTEN)' --init-token admin
+
+## test: install missing Debian packages, then run every test (root-only
+## tests included when run as root).
+test: deps
+	BERTH_TEST_ROOT=$$( [ "$$(id -u)" = 0 ] && echo 1 || echo 0 ) \
+	  $(GO) test -race -timeout 40m -count=1 ./...
+
+## test-short: the tests that need neither root nor packages.
+test-short:
+	$(GO) test -count=1 ./...
+
+deps:
+	@scripts/install-debs $(TEST_DEBS)
+
+## bench: API read throughput and p99 latency beside a bare net/http handler.
+bench:
+	$(GO) run ./tools/apibench -duration 5s -rounds 3 -concurrency 32
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## docs: regenerate the CLI reference and the OpenAPI document.
+docs:
+	$(GO) run ./cmd/berth docs cli > docs/cli.md
+	$(GO) run ./cmd/berth docs openapi > docs/api/openapi.json
+
+clean:
+	rm -rf bin
