@@ -75,8 +75,16 @@ func DecodeBody(body io.Reader, v any) error {
 	if len(data) > MaxBody {
 		return &wire.Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: fmt.Sprintf("request body exceeds %d bytes", MaxBody)}
 	}
-	if len(bytes.TrimSpace(data)) == 0 {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 {
 		return Invalid("request body is empty: send a JSON object", nil)
+	}
+	if trimmed[0] != '{' {
+		kind := map[byte]string{'[': "an array", '"': "a string", 'n': "null", 't': "a boolean", 'f': "a boolean"}[trimmed[0]]
+		if kind == "" {
+			kind = "a number or invalid JSON"
+		}
+		return Invalid("request body must be a JSON object", map[string]string{"body": "got " + kind + ", want an object {…}"})
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -99,7 +107,7 @@ func DecodeBody(body io.Reader, v any) error {
 			return Invalid("cannot decode request body: "+err.Error(), nil)
 		}
 	}
-	if dec.More() {
+	if len(bytes.TrimSpace(data[dec.InputOffset():])) != 0 {
 		return Invalid("request body holds more than one JSON value", nil)
 	}
 	return nil

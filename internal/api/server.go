@@ -66,13 +66,8 @@ type Server struct {
 
 // NewServer builds the mux from routes. version goes into the OpenAPI info.
 func NewServer(log *slog.Logger, a Authenticator, version string, routes []Route) (*Server, error) {
-	s := &Server{log: log, auth: a, routes: routes, mux: http.NewServeMux()}
-	doc, err := OpenAPI(version, routes)
-	if err != nil {
-		return nil, err
-	}
-	s.openapi = doc
-	s.routes = append(s.routes, Route{
+	s := &Server{log: log, auth: a, mux: http.NewServeMux()}
+	s.routes = append(append([]Route(nil), routes...), Route{
 		Method: "GET", Path: "/api/v1/openapi.json", Summary: "This API's OpenAPI 3.1 document, generated from the route table.",
 		Role: Public, ContentType: "application/json",
 		Stream: func(w http.ResponseWriter, r *Request) error {
@@ -81,6 +76,11 @@ func NewServer(log *slog.Logger, a Authenticator, version string, routes []Route
 			return err
 		},
 	})
+	doc, err := OpenAPI(version, s.routes)
+	if err != nil {
+		return nil, err
+	}
+	s.openapi = doc
 	for _, rt := range s.routes {
 		if rt.Handle == nil && rt.Stream == nil {
 			return nil, fmt.Errorf("route %s %s has no handler", rt.Method, rt.Path)

@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -149,8 +151,8 @@ type ValidationError struct{ Fields map[string]string }
 
 func (e *ValidationError) Error() string {
 	var parts []string
-	for k, v := range e.Fields {
-		parts = append(parts, k+": "+v)
+	for _, k := range slices.Sorted(maps.Keys(e.Fields)) {
+		parts = append(parts, k+": "+e.Fields[k])
 	}
 	return "invalid request: " + strings.Join(parts, "; ")
 }

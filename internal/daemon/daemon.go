@@ -81,6 +81,12 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
+	// A live daemon answers on the socket: say so at once rather than
+	// waiting for the store's lock to time out.
+	if c, err := net.DialTimeout("unix", filepath.Join(o.DataDir, SocketName), time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("%s is in use: another berth daemon runs on this data dir", filepath.Join(o.DataDir, SocketName))
+	}
 	st, err := store.Open(filepath.Join(o.DataDir, "berth.db"))
 	if err != nil {
 		return err
