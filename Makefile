@@ -9,9 +9,9 @@ BIN     := bin/berth
 DATA    ?= $(CURDIR)/.berth-data
 LISTEN  ?= 127.0.0.1:8006
 
-# Debian packages the tests use (iproute2: network namespaces and veth for
-# the Wake-on-LAN capture test).
-TEST_DEBS := iproute2 ca-certificates
+# Debian packages the tests use: one deps/AREA.debs file per feature area
+# (one package per line, # comments), so areas never edit the same line.
+TEST_DEBS := $(sort $(shell sed 's/\#.*//' deps/*.debs))
 
 .PHONY: build run test test-short deps bench lint docs clean
 
