@@ -1,0 +1,203 @@
+package ksm
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/berthhq/berth/api"
+)
+
+const gib = 1 << 30
+
+// mem is a fake memory source: 16 GiB total with avail GiB available.
+func mem(avail uint64) Meminfo {
+	return Meminfo{Total: 16 * gib, Free: avail * gib, Available: avail * gib}
+}
+
+func TestDecide(t *testing.T) {
+	def := DefaultConfig()
+	on := def
+	on.Mode = api.KSMModeOn
+	off := def
+	off.Mode = api.KSMModeOff
+	capped := def
+	capped.MaxCPU = 20
+	running := Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 5}
+	tracked := State{Started: true, Npages: 600, Sharing: 1000, GainScans: 5, Tracking: true}
+	type want struct {
+		Action      string
+		Run         int
+		PagesToScan uint64
+		Sleep       uint64
+		Started     bool
+	}
+	tests := []struct {
+		name string
+		cfg  api.KSMConfig
+		s    Sample
+		st   State
+		want want
+	}{
+		{"plenty of memory, stopped: nothing to do", def,
+			Sample{Mem: mem(10), KSM: Counters{Run: RunStop, PagesToScan: 100}}, State{},
+			want{ActNone, -1, 0, 0, false}},
+		{"plenty of memory, running but not started by the tuner: left alone", def,
+			Sample{Mem: mem(10), KSM: running}, State{},
+			want{ActNone, -1, 0, 0, false}},
+		{"plenty of memory, running and started by the tuner: stop", def,
+			Sample{Mem: mem(10), KSM: running}, tracked,
+			want{ActStop, RunStop, 0, 0, false}},
+		{"available under 20%: start with a boost", def,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunStop, PagesToScan: 100}}, State{},
+			want{ActStart, RunMerge, 300, 10, true}},
+		{"guests' memory plus threshold over total: start", def,
+			Sample{Mem: mem(8), Committed: 13 * gib, KSM: Counters{Run: RunStop}}, State{},
+			want{ActStart, RunMerge, 300, 10, true}},
+		{"unmerged (run=2) and memory short: start", def,
+			Sample{Mem: mem(1), KSM: Counters{Run: RunUnmerge}}, State{},
+			want{ActStart, RunMerge, 300, 10, true}},
+		{"merging progresses: at least double", def,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 5000, FullScans: 6}}, tracked,
+			want{ActBoost, -1, 1200, 10, true}},
+		{"boost is clamped to npages-max", def,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 2000, SleepMillisecs: 10, PagesSharing: 5000, FullScans: 6}},
+			State{Started: true, Npages: 2000, Sharing: 1000, GainScans: 5, Tracking: true},
+			want{ActBoost, -1, 2500, 10, true}},
+		{"memory short, first scan without merges yet: ksmtuned boost", def,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 5}}, tracked,
+			want{ActBoost, -1, 900, 10, true}},
+		{"two full scans without merges: converged, drop to npages-min", def,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 7}}, tracked,
+			want{ActConverged, -1, 64, 10, true}},
+		{"guests committed, memory not short, stalled: ksmtuned decay", def,
+			Sample{Mem: mem(8), Committed: 13 * gib, KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 6}}, tracked,
+			want{ActDecay, -1, 550, 10, true}},
+		{"ksmd above max-cpu: decay instead of boost", capped,
+			Sample{Mem: mem(3), KsmdCPU: 0.35, KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 5000, FullScans: 6}}, tracked,
+			want{ActDecay, -1, 550, 10, true}},
+		{"mode on, plenty of memory, stopped: start, not owned by the tuner", on,
+			Sample{Mem: mem(10), KSM: Counters{Run: RunStop}}, State{},
+			want{ActStart, RunMerge, 300, 10, false}},
+		{"mode on never stops", on,
+			Sample{Mem: mem(10), KSM: running}, State{Npages: 600, Sharing: 1000, GainScans: 5, Tracking: true},
+			want{ActDecay, -1, 550, 10, false}},
+		{"mode off: nothing, even under pressure", off,
+			Sample{Mem: mem(1), KSM: Counters{Run: RunStop}}, tracked,
+			want{ActNone, -1, 0, 0, false}},
+		{"mode off leaves a running KSM to the disable task", off,
+			Sample{Mem: mem(1), KSM: running}, tracked,
+			want{ActNone, -1, 0, 0, false}},
+		{"speed already right: hold", def,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 64, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 9}},
+			State{Started: true, Npages: 64, Sharing: 1000, GainScans: 5, Tracking: true},
+			want{ActHold, -1, 64, 10, true}},
+		{"small host sleeps longer (ksmtuned scaling)", def,
+			Sample{Mem: Meminfo{Total: 4 * gib, Available: gib / 2}, KSM: Counters{Run: RunStop}}, State{},
+			want{ActStart, RunMerge, 300, 40, true}},
+		{"big host: sleep stays at 10 ms", def,
+			Sample{Mem: Meminfo{Total: 256 * gib, Available: gib}, KSM: Counters{Run: RunStop}}, State{},
+			want{ActStart, RunMerge, 300, 10, true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Decide(tt.cfg, tt.s, tt.st)
+			got := want{d.Action, d.Run, d.PagesToScan, d.SleepMillisecs, d.Next.Started}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Decide mismatch (-want +got):\n%s\nreason: %s", diff, d.Reason)
+			}
+			if d.Reason == "" {
+				t.Error("decision without a reason")
+			}
+		})
+	}
+}
+
+// TestDecideSequence drives the tuner through a workload's life with a fake
+// memory source: memory runs short, merging progresses and converges, a new
+// workload arrives, memory becomes plentiful again.
+func TestDecideSequence(t *testing.T) {
+	cfg := DefaultConfig()
+	var st State
+	k := Counters{Run: RunStop, PagesToScan: 100, SleepMillisecs: 20}
+	steps := []struct {
+		avail    uint64
+		sharing  uint64
+		scans    uint64
+		want     string
+		wantScan uint64
+	}{
+		{3, 0, 0, ActStart, 300},
+		{3, 2000, 1, ActBoost, 600},
+		{3, 9000, 2, ActBoost, 1200},
+		{3, 20000, 4, ActBoost, 2400},
+		{3, 20000, 5, ActBoost, 2500}, // memory short, one quiet scan: ksmtuned boost
+		{3, 20000, 6, ActConverged, 64},
+		{3, 20000, 9, ActHold, 64},
+		{3, 25000, 10, ActBoost, 364}, // a new workload merges: boost again
+		{12, 25000, 11, ActStop, 0},
+		{12, 25000, 11, ActNone, 0},
+	}
+	for i, s := range steps {
+		k.PagesSharing, k.FullScans = s.sharing, s.scans
+		d := Decide(cfg, Sample{Mem: mem(s.avail), KSM: k}, st)
+		if d.Action != s.want || d.PagesToScan != s.wantScan {
+			t.Fatalf("step %d: got %s pages_to_scan=%d, want %s %d (%s)", i, d.Action, d.PagesToScan, s.want, s.wantScan, d.Reason)
+		}
+		if d.Run >= 0 {
+			k.Run = d.Run
+		}
+		if d.PagesToScan != 0 {
+			k.PagesToScan, k.SleepMillisecs = d.PagesToScan, d.SleepMillisecs
+		}
+		st = d.Next
+	}
+}
+
+func TestValidateConfig(t *testing.T) {
+	if err := ValidateConfig(DefaultConfig()); err != nil {
+		t.Fatalf("defaults invalid: %v", err)
+	}
+	c := DefaultConfig()
+	c.Mode = "sometimes"
+	c.NpagesMin, c.NpagesMax = 500, 100
+	c.NpagesDecay = 5
+	c.ThresCoef = 101
+	err := ValidateConfig(c)
+	ce, ok := err.(*ConfigError)
+	if !ok {
+		t.Fatalf("got %v, want *ConfigError", err)
+	}
+	for _, f := range []string{"mode", "npages-max", "npages-decay", "thres-coef"} {
+		if ce.Fields[f] == "" {
+			t.Errorf("no error for %s in %v", f, ce.Fields)
+		}
+	}
+	if len(ce.Fields) != 4 {
+		t.Errorf("unexpected fields: %v", ce.Fields)
+	}
+}
+
+func TestApplyUpdate(t *testing.T) {
+	cur := DefaultConfig()
+	cur.ThresCoef = 50
+	cur.Digest = "abc"
+	five := 5
+	off := api.KSMModeOff
+	got, err := ApplyUpdate(cur, api.KSMConfigUpdate{MonitorInterval: &five, Mode: &off, Delete: []string{"thres-coef"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.MonitorInterval, want.Mode = 5, off
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("mismatch (-want +got):\n%s", diff)
+	}
+	if _, err := ApplyUpdate(cur, api.KSMConfigUpdate{Delete: []string{"colour"}}); err == nil {
+		t.Error("deleting an unknown option: no error")
+	}
+	zero := 0
+	if _, err := ApplyUpdate(cur, api.KSMConfigUpdate{MonitorInterval: &zero}); err == nil {
+		t.Error("monitor-interval 0: no error")
+	}
+}
