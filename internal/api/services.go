@@ -5,6 +5,7 @@ import (
 
 	"github.com/berthhq/berth/internal/auth"
 	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/image"
 	"github.com/berthhq/berth/internal/node"
 	"github.com/berthhq/berth/internal/store"
 	"github.com/berthhq/berth/internal/task"
@@ -20,6 +21,8 @@ type Services struct {
 	Tasks   *task.Manager
 	Guests  *guest.Registry
 	Host    node.Host
+	// Images is the image store (nil: the image routes answer 503).
+	Images *image.Store
 	// CAPEM and CertPEM are the cluster CA and this node's certificate.
 	CAPEM, CertPEM []byte
 }
@@ -31,5 +34,6 @@ func (sv *Services) Routes() []Route {
 	rs = append(rs, sv.taskRoutes()...)
 	rs = append(rs, sv.nodeRoutes()...)
 	rs = append(rs, sv.guestRoutes()...)
+	rs = append(rs, sv.imageRoutes()...)
 	return rs
 }

@@ -143,7 +143,7 @@ unix socket locally, or over HTTPS with --server and --token.`,
 	pf.BoolVar(&e.insecure, "insecure", false, "do not verify the server certificate (testing only)")
 	pf.BoolVar(&e.user, "login", false, "log in with $BERTH_USER and $BERTH_PASSWORD for a ticket instead of a token")
 	pf.StringVarP(&e.output, "output", "o", "table", "output format of reads: table or json")
-	root.AddCommand(e.serveCmd(), e.versionCmd(), e.taskCmd(), e.nodeCmd(), e.tokenCmd(), e.userCmd(), e.guestCmd(), e.docsCmd())
+	root.AddCommand(e.serveCmd(), e.versionCmd(), e.taskCmd(), e.nodeCmd(), e.tokenCmd(), e.userCmd(), e.guestCmd(), e.docsCmd(), e.imageCmd())
 	return root
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -49,6 +50,7 @@ finish and are then cancelled; guests keep running.`,
 	f.StringVar(&o.Node, "node", "", "node name (default: the host name; fixed at first start)")
 	f.StringVar(&o.InitToken, "init-token", "", "(re)create an admin API token of this name and print it once")
 	f.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 60*time.Second, "how long SIGTERM waits for running tasks before cancelling them")
+	f.StringVar(&o.ImageCache, "image-cache", os.Getenv("BERTH_IMAGE_CACHE"), "keep debootstrap's downloaded packages here and reuse them for image builds (default: no cache) [$BERTH_IMAGE_CACHE]")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return c

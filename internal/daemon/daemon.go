@@ -58,6 +58,9 @@ type Options struct {
 	Host node.Host
 	// Ready, if set, is called once the daemon serves requests.
 	Ready func(httpsAddr string)
+	// ImageCache, when set, is where image builds keep debootstrap's
+	// downloaded packages for reuse (see image.WithDebootstrapCache).
+	ImageCache string
 }
 
 type identity struct {
@@ -124,7 +127,12 @@ func Run(ctx context.Context, o Options) error {
 		log.Warn("task retention", "err", err)
 	}
 	reg := guest.NewRegistry(st, o.Drivers...)
+	imgs, err := openImages(ctx, st, o, reg, log)
+	if err != nil {
+		return err
+	}
 	sv := &api.Services{Node: name, Version: o.Version, Log: log, Store: st, Auth: au, Tasks: tasks, Guests: reg, Host: o.Host, CAPEM: ca.CertPEM, CertPEM: cert.CertPEM}
+	sv.Images = imgs
 	srv, err := api.NewServer(log, au, o.Version, sv.Routes())
 	if err != nil {
 		return err

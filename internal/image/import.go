@@ -125,12 +125,9 @@ func syncDir(dir string) error {
 // OCI image archive (layers applied in order, whiteouts honoured). A failed
 // import leaves nothing behind.
 func (s *Store) Import(ctx context.Context, name, source string, log Logger) (api.Image, error) {
-	if !filepath.IsAbs(source) {
-		return api.Image{}, invalid("source", fmt.Sprintf("%q is not an absolute path on the node", source))
-	}
-	fi, err := os.Stat(source)
+	fi, err := checkSource(source)
 	if err != nil {
-		return api.Image{}, invalid("source", fmt.Sprintf("%v: give a tarball, a directory or an OCI archive on the node", err))
+		return api.Image{}, err
 	}
 	w, done, err := s.begin(ctx, name)
 	if err != nil {
@@ -164,6 +161,31 @@ func (s *Store) Import(ctx context.Context, name, source string, log Logger) (ap
 		return api.Image{}, fmt.Errorf("import %s: %w", source, err)
 	}
 	return w.commit(ctx, img, log)
+}
+
+// checkSource validates an import source path.
+func checkSource(source string) (os.FileInfo, error) {
+	if !filepath.IsAbs(source) {
+		return nil, invalid("source", fmt.Sprintf("%q is not an absolute path on the node: give the full path of a tarball, directory or OCI archive", source))
+	}
+	fi, err := os.Stat(source)
+	if err != nil {
+		return nil, invalid("source", fmt.Sprintf("%v: give a tarball, a directory or an OCI archive on the node", err))
+	}
+	if !fi.IsDir() && !fi.Mode().IsRegular() {
+		return nil, invalid("source", fmt.Sprintf("%s is neither a regular file nor a directory", source))
+	}
+	return fi, nil
+}
+
+// CheckImport validates an import request without starting it: the name
+// is valid and free, the source exists.
+func (s *Store) CheckImport(ctx context.Context, name, source string) error {
+	if err := s.CheckNew(ctx, name); err != nil {
+		return err
+	}
+	_, err := checkSource(source)
+	return err
 }
 
 func (w *work) importTar(ctx context.Context, source string, log Logger) error {

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/store"
 )
@@ -169,6 +171,17 @@ func Open(ctx context.Context, st store.Store, dir string, log *slog.Logger, opt
 		case !known[n]:
 			log.Warn("removing image directory without a store record (an import that did not complete)", "dir", n)
 		default:
+			// Work files of an interrupted disk build inside the image.
+			if sub, err := os.ReadDir(filepath.Join(dir, n)); err == nil {
+				for _, e := range sub {
+					if strings.HasPrefix(e.Name(), tmpPrefix) {
+						log.Info("removing work directory of an interrupted disk build", "image", n, "dir", e.Name())
+						if err := removeTree(filepath.Join(dir, n, e.Name())); err != nil {
+							return nil, fmt.Errorf("repair image dir: %w", err)
+						}
+					}
+				}
+			}
 			continue
 		}
 		if err := removeTree(filepath.Join(dir, n)); err != nil {
@@ -299,6 +312,35 @@ func (s *Store) CheckNew(ctx context.Context, name string) error {
 	return nil
 }
 
+// CheckRemove tells whether Remove would refuse: the image does not exist
+// (ErrNotFound), or guests use it (InUseError), or a task works on it.
+func (s *Store) CheckRemove(ctx context.Context, name string) error {
+	if _, err := s.Get(ctx, name); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	busy := s.busy[name]
+	s.mu.Unlock()
+	if busy {
+		return &BusyError{Name: name}
+	}
+	return s.checkInUse(ctx, name)
+}
+
+func (s *Store) checkInUse(ctx context.Context, name string) error {
+	if s.inUse == nil {
+		return nil
+	}
+	ids, err := s.inUse(ctx, name)
+	if err != nil {
+		return fmt.Errorf("image %q: find guests using it: %w", name, err)
+	}
+	if len(ids) > 0 {
+		return &InUseError{Name: name, Guests: ids}
+	}
+	return nil
+}
+
 // Remove deletes an image and its files. It refuses (InUseError, 409) while
 // any guest uses it. The record goes first, then the files: a crash in
 // between leaves a directory without a record, which Open removes.
@@ -311,14 +353,8 @@ func (s *Store) Remove(ctx context.Context, name string) error {
 		return err
 	}
 	defer release()
-	if s.inUse != nil {
-		ids, err := s.inUse(ctx, name)
-		if err != nil {
-			return fmt.Errorf("image %q: find guests using it: %w", name, err)
-		}
-		if len(ids) > 0 {
-			return &InUseError{Name: name, Guests: ids}
-		}
+	if err := s.checkInUse(ctx, name); err != nil {
+		return err
 	}
 	if err := s.st.Delete(ctx, s.key(name), store.Cond{}); err != nil {
 		return fmt.Errorf("image %q: %w", name, err)
@@ -338,6 +374,12 @@ func (s *Store) Remove(ctx context.Context, name string) error {
 // removeTree deletes a tree, first making its directories writable (an
 // image root may hold read-only directories).
 func removeTree(p string) error {
+	// A loop mount of a disk being built may be left by a crash: detach
+	// it first so that its content is not deleted through it.
+	mnts, _ := filepath.Glob(filepath.Join(p, tmpPrefix+"*", "mnt"))
+	for _, m := range append(mnts, filepath.Join(p, "mnt")) {
+		_ = unix.Unmount(m, unix.MNT_DETACH)
+	}
 	err := os.RemoveAll(p)
 	if err == nil {
 		return nil

@@ -1,0 +1,47 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/image"
+	"github.com/berthhq/berth/internal/store"
+)
+
+// ImageUser is implemented by guest drivers that need the image store
+// (the container driver mounts image roots); the daemon hands it over
+// once the store is open, before serving requests.
+type ImageUser interface {
+	SetImages(*image.Store)
+}
+
+// openImages opens DATA/images, repairing interrupted imports, with
+// removal refused while a guest's config names the image ("image" key).
+func openImages(ctx context.Context, st store.Store, o Options, reg *guest.Registry, log *slog.Logger) (*image.Store, error) {
+	inUse := func(ctx context.Context, name string) ([]int, error) {
+		gs, err := reg.List(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var ids []int
+		for _, g := range gs {
+			if g.Config["image"] == name {
+				ids = append(ids, g.ID)
+			}
+		}
+		return ids, nil
+	}
+	imgs, err := image.Open(ctx, st, filepath.Join(o.DataDir, "images"), log.With("part", "images"),
+		image.WithInUse(inUse), image.WithDebootstrapCache(o.ImageCache))
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range o.Drivers {
+		if u, ok := d.(ImageUser); ok {
+			u.SetImages(imgs)
+		}
+	}
+	return imgs, nil
+}
