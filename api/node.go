@@ -116,6 +116,9 @@ type KSM struct {
 	FullScans uint64 `json:"full-scans"`
 	// Saved is the memory KSM saves: PagesSharing times the page size.
 	Saved uint64 `json:"saved"`
+	// Mode is the node's KSM mode ("auto", "on" or "off"; see KSMConfig),
+	// empty when the daemon does not control KSM.
+	Mode string `json:"mode,omitempty"`
 }
 
 // NodeConfig is the body of GET and PUT /nodes/{node}/config: per-node

@@ -26,6 +26,11 @@ func (sv *Services) nodeRoutes() []Route {
 			Handle: func(r *Request) (any, error) {
 				st, err := sv.Host.Status()
 				st.BerthVersion = sv.Version
+				if sv.KSM != nil {
+					if c, cerr := sv.KSM.Config(r.Context()); cerr == nil {
+						st.KSM.Mode = c.Mode
+					}
+				}
 				return st, err
 			}},
 		{Method: "GET", Path: "/api/v1/node/config", Summary: "Node configuration with its digest.", Role: wire.RoleAuditor, Resp: wire.NodeConfig{},

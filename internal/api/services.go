@@ -6,6 +6,7 @@ import (
 	"github.com/berthhq/berth/internal/auth"
 	"github.com/berthhq/berth/internal/guest"
 	"github.com/berthhq/berth/internal/image"
+	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/node"
 	"github.com/berthhq/berth/internal/store"
 	"github.com/berthhq/berth/internal/task"
@@ -21,6 +22,8 @@ type Services struct {
 	Tasks   *task.Manager
 	Guests  *guest.Registry
 	Host    node.Host
+	// KSM controls Kernel Samepage Merging; nil makes its routes answer 503.
+	KSM *ksm.Service
 	// Images is the image store (nil: the image routes answer 503).
 	Images *image.Store
 	// CAPEM and CertPEM are the cluster CA and this node's certificate.
@@ -34,6 +37,7 @@ func (sv *Services) Routes() []Route {
 	rs = append(rs, sv.taskRoutes()...)
 	rs = append(rs, sv.nodeRoutes()...)
 	rs = append(rs, sv.guestRoutes()...)
+	rs = append(rs, sv.ksmRoutes()...)
 	rs = append(rs, sv.imageRoutes()...)
 	return rs
 }

@@ -144,6 +144,7 @@ unix socket locally, or over HTTPS with --server and --token.`,
 	pf.BoolVar(&e.user, "login", false, "log in with $BERTH_USER and $BERTH_PASSWORD for a ticket instead of a token")
 	pf.StringVarP(&e.output, "output", "o", "table", "output format of reads: table or json")
 	root.AddCommand(e.serveCmd(), e.versionCmd(), e.taskCmd(), e.nodeCmd(), e.tokenCmd(), e.userCmd(), e.guestCmd(), e.docsCmd(), e.imageCmd())
+	root.AddCommand(e.ksmCmd(), e.ksmWorkloadCmd())
 	return root
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/berthhq/berth/internal/auth"
 	"github.com/berthhq/berth/internal/certs"
 	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/node"
 	"github.com/berthhq/berth/internal/store"
 	"github.com/berthhq/berth/internal/task"
@@ -132,6 +133,12 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	sv := &api.Services{Node: name, Version: o.Version, Log: log, Store: st, Auth: au, Tasks: tasks, Guests: reg, Host: o.Host, CAPEM: ca.CertPEM, CertPEM: cert.CertPEM}
+	// KSM: make the kernel match the stored mode; the tuner runs from
+	// when the daemon serves until shutdown (internal/ksm).
+	sv.KSM = ksm.New(ksm.Options{Sysfs: ksm.SysfsUnder(o.Host.Sys), Proc: ksm.Proc(o.Host.Proc), Store: st, Log: log.With("area", "ksm"), Guests: sv.KSMGuests})
+	if err := sv.KSM.Repair(ctx); err != nil {
+		log.Warn("KSM repair at start", "err", err)
+	}
 	sv.Images = imgs
 	srv, err := api.NewServer(log, au, o.Version, sv.Routes())
 	if err != nil {
@@ -173,6 +180,8 @@ func Run(ctx context.Context, o Options) error {
 	if o.Ready != nil {
 		o.Ready(httpsAddr)
 	}
+	ksmDone := make(chan struct{})
+	go func() { defer close(ksmDone); sv.KSM.Run(ctx) }()
 	bootStart(ctx, st, sv, log)
 
 	select {
@@ -194,6 +203,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := tasks.Shutdown(sctx); err != nil {
 		log.Warn("task shutdown", "err", err)
 	}
+	<-ksmDone // the tuner stops with ctx; wait before the store closes
 	unixSrv.Close()
 	if httpsSrv != nil {
 		httpsSrv.Close()

@@ -177,3 +177,12 @@ func RunState(run int) string {
 	}
 	return fmt.Sprintf("unknown (%d)", run)
 }
+
+// SysfsUnder returns the KSM directory of a sysfs mounted at sys; "" means
+// the host's /sys.
+func SysfsUnder(sys string) Sysfs {
+	if sys == "" {
+		return Sysfs{Dir: DefaultDir}
+	}
+	return Sysfs{Dir: filepath.Join(sys, "kernel", "mm", "ksm")}
+}
