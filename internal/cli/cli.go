@@ -54,7 +54,10 @@ func ExitCode(err error) int {
 	var tf *taskFailed
 	var un unreachable
 	var ae *wire.Error
+	var ec interface{ ExitCode() int }
 	switch {
+	case errors.As(err, &ec):
+		return ec.ExitCode()
 	case errors.As(err, &ue):
 		return ExitUsage
 	case errors.As(err, &tf):
@@ -97,7 +100,7 @@ func Main(args []string, stdout, stderr io.Writer, drivers ...guest.Driver) int 
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.Execute()
-	if err != nil {
+	if err != nil && message(err) != "" {
 		fmt.Fprintln(stderr, "berth: "+message(err))
 	}
 	return ExitCode(err)
@@ -145,6 +148,7 @@ unix socket locally, or over HTTPS with --server and --token.`,
 	pf.StringVarP(&e.output, "output", "o", "table", "output format of reads: table or json")
 	root.AddCommand(e.serveCmd(), e.versionCmd(), e.taskCmd(), e.nodeCmd(), e.tokenCmd(), e.userCmd(), e.guestCmd(), e.docsCmd(), e.imageCmd())
 	root.AddCommand(e.ksmCmd(), e.ksmWorkloadCmd())
+	root.AddCommand(e.bootCmd())
 	return root
 }
 
