@@ -5,6 +5,7 @@ import (
 
 	"github.com/berthhq/berth/internal/auth"
 	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/hostnet"
 	"github.com/berthhq/berth/internal/image"
 	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/node"
@@ -26,6 +27,8 @@ type Services struct {
 	KSM *ksm.Service
 	// Images is the image store (nil: the image routes answer 503).
 	Images *image.Store
+	// HostNet manages /etc/network/interfaces (nil: its routes answer 503).
+	HostNet *hostnet.Manager
 	// CAPEM and CertPEM are the cluster CA and this node's certificate.
 	CAPEM, CertPEM []byte
 }
@@ -39,5 +42,6 @@ func (sv *Services) Routes() []Route {
 	rs = append(rs, sv.guestRoutes()...)
 	rs = append(rs, sv.ksmRoutes()...)
 	rs = append(rs, sv.imageRoutes()...)
+	rs = append(rs, sv.hostnetRoutes()...)
 	return rs
 }

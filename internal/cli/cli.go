@@ -148,6 +148,7 @@ unix socket locally, or over HTTPS with --server and --token.`,
 	pf.StringVarP(&e.output, "output", "o", "table", "output format of reads: table or json")
 	root.AddCommand(e.serveCmd(), e.versionCmd(), e.taskCmd(), e.nodeCmd(), e.tokenCmd(), e.userCmd(), e.guestCmd(), e.docsCmd(), e.imageCmd())
 	root.AddCommand(e.ksmCmd(), e.ksmWorkloadCmd())
+	root.AddCommand(e.netCmd(), e.hostnetHelperCmd())
 	root.AddCommand(e.bootCmd())
 	return root
 }

@@ -96,6 +96,14 @@ func TestScripts(t *testing.T) {
 			env.Setenv("BERTH_DATA_DIR", env.WorkDir+"/data")
 			return nil
 		},
+		// [root]: root-only scripts (network namespaces) run when
+		// BERTH_TEST_ROOT=1, as make test sets it as root.
+		Condition: func(cond string) (bool, error) {
+			if cond == "root" {
+				return os.Getenv("BERTH_TEST_ROOT") == "1", nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			// freeport VAR: set VAR to a free TCP port on 127.0.0.1.
 			"freeport": func(ts *testscript.TestScript, neg bool, args []string) {

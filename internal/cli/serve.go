@@ -53,6 +53,7 @@ finish and are then cancelled; guests keep running.`,
 	f.StringVar(&o.ImageCache, "image-cache", os.Getenv("BERTH_IMAGE_CACHE"), "keep debootstrap's downloaded packages here and reuse them for image builds (default: no cache) [$BERTH_IMAGE_CACHE]")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	netServeFlags(f, &o)
 	return c
 }
 

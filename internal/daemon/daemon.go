@@ -24,6 +24,7 @@ import (
 	"github.com/berthhq/berth/internal/auth"
 	"github.com/berthhq/berth/internal/certs"
 	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/hostnet"
 	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/node"
 	"github.com/berthhq/berth/internal/store"
@@ -62,6 +63,10 @@ type Options struct {
 	// ImageCache, when set, is where image builds keep debootstrap's
 	// downloaded packages for reuse (see image.WithDebootstrapCache).
 	ImageCache string
+	// HostNet says which interfaces file and network namespace berth
+	// manages and how to start the apply helper; Run fills in the store,
+	// tasks and log.
+	HostNet hostnet.Options
 }
 
 type identity struct {
@@ -140,6 +145,15 @@ func Run(ctx context.Context, o Options) error {
 		log.Warn("KSM repair at start", "err", err)
 	}
 	sv.Images = imgs
+	// Host networking: staged interfaces changes, live apply, and pending
+	// rollbacks that survive a restart (internal/hostnet).
+	hn := o.HostNet
+	hn.Store, hn.Tasks, hn.Log = st, tasks, log.With("area", "hostnet")
+	sv.HostNet = hostnet.New(hn)
+	defer sv.HostNet.Close()
+	if err := sv.HostNet.Resume(ctx); err != nil {
+		log.Warn("network rollback at start", "err", err)
+	}
 	srv, err := api.NewServer(log, au, o.Version, sv.Routes())
 	if err != nil {
 		return err
