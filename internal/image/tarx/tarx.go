@@ -40,6 +40,10 @@ type Options struct {
 	// running as root, files belong to the extracting user and device
 	// nodes are skipped.
 	Owners bool
+	// MaxFileSize refuses regular files larger than this many bytes
+	// (sparse files count their full size); 0 means the space free on
+	// the target file system when the file is created.
+	MaxFileSize int64
 }
 
 // Stats counts what an extraction did.
@@ -301,7 +305,7 @@ func (x *extractor) entry(hdr *tar.Header, rel string, r io.Reader) error {
 			return fmt.Errorf("create: %w", err)
 		}
 		f := os.NewFile(uintptr(fd), rel)
-		_, err = io.Copy(f, r)
+		err = x.copyFile(f, r, hdr.Size)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -403,9 +407,20 @@ func setTimes(pfd int, base string, hdr *tar.Header) error {
 // whiteout applies a whiteout or opaque marker.
 func (x *extractor) whiteout(kind WhiteoutKind, target string) error {
 	if kind == Whiteout {
-		pfd, base, err := x.parent(target)
+		dir, base := path.Split(target)
+		dir = strings.TrimSuffix(dir, "/")
+		if dir == "" {
+			dir = "."
+		}
+		if base == "." || base == ".." {
+			return fmt.Errorf("whiteout of %q names no file", target)
+		}
+		pfd, err := x.openDir(dir)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return nil // nothing below to hide
+		}
 		if err != nil {
-			return err
+			return fmt.Errorf("whiteout %s: %w", target, err)
 		}
 		defer unix.Close(pfd)
 		if _, err := x.removeExisting(pfd, base, false); err != nil {
@@ -439,4 +454,58 @@ func (x *extractor) whiteout(kind WhiteoutKind, target string) error {
 		}
 	}
 	return nil
+}
+
+// copyFile writes a file's content, leaving holes where the content is
+// zero blocks (sparse tar entries and zero-filled files stay sparse), after
+// checking that the file fits on the file system.
+func (x *extractor) copyFile(f *os.File, r io.Reader, size int64) error {
+	if max := x.o.MaxFileSize; max > 0 && size > max {
+		return fmt.Errorf("the entry is %d bytes, more than the limit of %d", size, max)
+	}
+	if x.o.MaxFileSize == 0 && size > 1<<30 {
+		var fs unix.Statfs_t
+		if err := unix.Fstatfs(int(f.Fd()), &fs); err == nil {
+			if free := int64(fs.Bavail) * fs.Bsize; size > free {
+				return fmt.Errorf("the entry is %d bytes, more than the %d bytes free on the image file system", size, free)
+			}
+		}
+	}
+	buf := make([]byte, 128<<10)
+	var off int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if isZero(buf[:n]) {
+				off += int64(n)
+			} else {
+				if _, werr := f.WriteAt(buf[:n], off); werr != nil {
+					return werr
+				}
+				off += int64(n)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return f.Truncate(off)
+}
+
+func isZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
