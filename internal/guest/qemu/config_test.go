@@ -1,0 +1,100 @@
+package qemu
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseSpec(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     map[string]string
+		want    Spec
+		wantErr map[string]string // field -> substring
+	}{
+		{name: "defaults", cfg: map[string]string{}, want: Spec{MemoryMiB: 512, Cores: 1, BIOS: "seabios", Boot: []string{"disk", "cdrom", "net"}}},
+		{name: "full", cfg: map[string]string{"memory": "1024", "cores": "2", "disk0": "size=8G", "disk1": "backing=/img/base.raw",
+			"net0": "bridge=vmbr0,model=e1000,macaddr=52:54:00:AA:bb:cc", "boot": "order=net,disk", "bios": "ovmf",
+			"kernel": "/k", "initrd": "/i", "append": "console=ttyS0"},
+			want: Spec{MemoryMiB: 1024, Cores: 2, BIOS: "ovmf", Boot: []string{"net", "disk"},
+				Disks:  []Disk{{Key: "disk0", Size: 8 << 30, Format: "qcow2"}, {Key: "disk1", Backing: "/img/base.raw", Format: "qcow2"}},
+				NICs:   []NIC{{Key: "net0", Bridge: "vmbr0", Model: "e1000", MAC: "52:54:00:aa:bb:cc"}},
+				Kernel: "/k", Initrd: "/i", Append: "console=ttyS0"}},
+		{name: "bad mac", cfg: map[string]string{"net0": "bridge=vmbr0,macaddr=zz:54:00:aa:bb:cc"}, wantErr: map[string]string{"net0": "not a MAC"}},
+		{name: "multicast mac", cfg: map[string]string{"net0": "bridge=vmbr0,macaddr=01:00:5e:00:00:01"}, wantErr: map[string]string{"net0": "multicast"}},
+		{name: "no bridge", cfg: map[string]string{"net0": "model=e1000"}, wantErr: map[string]string{"net0": "bridge= is required"}},
+		{name: "bad model", cfg: map[string]string{"net0": "bridge=b,model=rtl8139"}, wantErr: map[string]string{"net0": "virtio-net or e1000"}},
+		{name: "bad size", cfg: map[string]string{"disk0": "size=8X"}, wantErr: map[string]string{"disk0": "not a size"}},
+		{name: "disk nothing", cfg: map[string]string{"disk0": "format=qcow2"}, wantErr: map[string]string{"disk0": "needs size="}},
+		{name: "relative file", cfg: map[string]string{"disk0": "file=disk.img"}, wantErr: map[string]string{"disk0": "absolute"}},
+		{name: "memory", cfg: map[string]string{"memory": "lots"}, wantErr: map[string]string{"memory": "want a number"}},
+		{name: "unknown", cfg: map[string]string{"colour": "blue"}, wantErr: map[string]string{"colour": "unknown VM option"}},
+		{name: "boot", cfg: map[string]string{"boot": "order=floppy"}, wantErr: map[string]string{"boot": "floppy"}},
+		{name: "initrd without kernel", cfg: map[string]string{"initrd": "/i"}, wantErr: map[string]string{"initrd": "needs kernel="}},
+		{name: "bios", cfg: map[string]string{"bios": "coreboot"}, wantErr: map[string]string{"bios": "seabios or ovmf"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, errs := ParseSpec(tc.cfg)
+			if tc.wantErr != nil {
+				for k, sub := range tc.wantErr {
+					if !strings.Contains(errs[k], sub) {
+						t.Errorf("error for %s = %q, want it to contain %q (all: %v)", k, errs[k], sub, errs)
+					}
+				}
+				return
+			}
+			if errs != nil {
+				t.Fatalf("unexpected errors %v", errs)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestArgs(t *testing.T) {
+	d := New("/var/lib/berth/vms", nil)
+	s, errs := ParseSpec(map[string]string{"memory": "256", "disk0": "size=1G", "net0": "bridge=br0", "boot": "order=net"})
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	got := strings.Join(d.Args(100, s, false), " ")
+	for _, want := range []string{"-machine q35,accel=tcg", "-m 256", "-daemonize", "-pidfile /var/lib/berth/vms/100/qemu.pid",
+		"file=/var/lib/berth/vms/100/disk0.qcow2,if=virtio,format=qcow2", "tap,id=net0,ifname=tap100i0,script=no,downscript=no",
+		"virtio-net-pci,netdev=net0,mac=" + DefaultMAC(100, 0), "-boot order=n", "-vnc unix:/var/lib/berth/vms/100/vnc.sock"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("args %q lack %q", got, want)
+		}
+	}
+	if DefaultMAC(100, 0) == DefaultMAC(101, 0) || DefaultMAC(100, 0) != DefaultMAC(100, 0) {
+		t.Error("DefaultMAC is not stable and distinct")
+	}
+	if strings.Contains(strings.Join(d.Args(100, s, true), " "), "accel=tcg") {
+		t.Error("kvm=true still selects TCG")
+	}
+}
+
+func FuzzParseSpec(f *testing.F) {
+	f.Add("size=8G", "bridge=vmbr0,model=e1000,macaddr=52:54:00:aa:bb:cc", "order=disk,net")
+	f.Add("backing=/a/b.raw,size=1G", "bridge=x", "cdrom")
+	f.Add("file=/x.qcow2", "bridge=,macaddr=", "order=")
+	f.Fuzz(func(t *testing.T, disk, nic, boot string) {
+		s, errs := ParseSpec(map[string]string{"disk0": disk, "net0": nic, "boot": boot})
+		if errs != nil {
+			return
+		}
+		if len(s.Disks) != 1 || len(s.NICs) != 1 || len(s.Boot) == 0 {
+			t.Fatalf("accepted spec is incomplete: %+v", s)
+		}
+		if s.NICs[0].Bridge == "" {
+			t.Fatal("NIC without bridge accepted")
+		}
+		dk := s.Disks[0]
+		if dk.File == "" && dk.Backing == "" && dk.Size <= 0 {
+			t.Fatalf("disk without source accepted: %+v", dk)
+		}
+	})
+}

@@ -1,0 +1,628 @@
+// Package qemu is berth's driver for QEMU virtual machines: it creates
+// their disks with qemu-img, runs QEMU daemonized (KVM when /dev/kvm is
+// usable, TCG otherwise) with its QMP monitor, serial console and VNC
+// display on unix sockets in the VM's directory, attaches NICs as taps in
+// host bridges, and re-adopts running VMs through their pidfile and QMP
+// socket after a daemon restart. It does not manage bridges or images.
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/hostproc"
+	"github.com/berthhq/berth/internal/qmp"
+	"github.com/berthhq/berth/internal/tap"
+)
+
+// Driver runs QEMU VMs. Each VM lives in Root/<id>.
+type Driver struct {
+	// Root holds one directory per VM.
+	Root string
+	// QEMU and QemuImg are the binaries; empty means the ones on PATH.
+	QEMU, QemuImg string
+	// KVM is the KVM device; it is used when it can be opened.
+	KVM string
+	// OVMFCode and OVMFVars are the UEFI firmware and its variable
+	// store template.
+	OVMFCode, OVMFVars string
+	Net                tap.Net
+	Proc               hostproc.Proc
+	Log                *slog.Logger
+}
+
+// New returns a driver for VMs under root on the real host.
+func New(root string, log *slog.Logger) *Driver {
+	return &Driver{Root: root, QEMU: "qemu-system-x86_64", QemuImg: "qemu-img", KVM: "/dev/kvm",
+		OVMFCode: "/usr/share/OVMF/OVMF_CODE_4M.fd", OVMFVars: "/usr/share/OVMF/OVMF_VARS_4M.fd",
+		Net: tap.Host, Proc: "/proc", Log: log}
+}
+
+var _ guest.Driver = (*Driver)(nil)
+
+// Kind returns api.GuestVM.
+func (d *Driver) Kind() api.GuestKind { return kind }
+
+// Validate checks the VM options without touching the host.
+func (d *Driver) Validate(cfg api.Guest) map[string]string {
+	_, errs := ParseSpec(cfg.Config)
+	return errs
+}
+
+// paths of one VM's files.
+type paths struct{ dir, qmp, serial, vnc, pid, log, vars string }
+
+func (d *Driver) paths(id int) paths {
+	dir := filepath.Join(d.Root, strconv.Itoa(id))
+	return paths{dir: dir, qmp: filepath.Join(dir, "qmp.sock"), serial: filepath.Join(dir, "serial.sock"),
+		vnc: filepath.Join(dir, "vnc.sock"), pid: filepath.Join(dir, "qemu.pid"), log: filepath.Join(dir, "console.log"),
+		vars: filepath.Join(dir, "efivars.fd")}
+}
+
+// ConsoleLog returns the file that records everything the VM wrote to its
+// first serial port since its last start.
+func (d *Driver) ConsoleLog(id int) string { return d.paths(id).log }
+
+// diskPath is where a disk's image lives.
+func (d *Driver) diskPath(id int, dk Disk) string {
+	if dk.File != "" {
+		return dk.File
+	}
+	return filepath.Join(d.paths(id).dir, dk.Key+".qcow2")
+}
+
+func tapName(id, index int) string { return fmt.Sprintf("tap%di%d", id, index) }
+
+// mark identifies this VM's QEMU in /proc/PID/cmdline.
+func mark(id int) string { return fmt.Sprintf("\x00berth-vm-%d\x00", id) }
+
+func (d *Driver) spec(cfg api.Guest) (Spec, error) {
+	if cfg.Kind != kind {
+		return Spec{}, fmt.Errorf("guest %d is a %s, not a VM", cfg.ID, cfg.Kind)
+	}
+	s, errs := ParseSpec(cfg.Config)
+	if errs != nil {
+		return Spec{}, &guest.ValidationError{Fields: errs}
+	}
+	return s, nil
+}
+
+// preflight checks what must exist on the host before anything is made.
+func (d *Driver) preflight(id int, s Spec, creating bool) error {
+	for _, f := range []struct{ opt, path string }{{"kernel", s.Kernel}, {"initrd", s.Initrd}, {"cdrom", s.CDROM}} {
+		if f.path == "" {
+			continue
+		}
+		if st, err := os.Stat(f.path); err != nil || !st.Mode().IsRegular() {
+			return fmt.Errorf("%s %s: not a readable file (%v): check the path", f.opt, f.path, errOr(err, "not a regular file"))
+		}
+	}
+	for _, n := range s.NICs {
+		if err := d.Net.BridgeExists(n.Bridge); err != nil {
+			return fmt.Errorf("%s: %w", n.Key, err)
+		}
+	}
+	for _, dk := range s.Disks {
+		for _, p := range []string{dk.File, dk.Backing} {
+			if p == "" {
+				continue
+			}
+			if _, err := os.Stat(p); err != nil {
+				return fmt.Errorf("%s: image %s: %w", dk.Key, p, err)
+			}
+		}
+		if !creating {
+			if _, err := os.Stat(d.diskPath(id, dk)); err != nil {
+				return fmt.Errorf("%s: %w (was the VM created by berth?)", dk.Key, err)
+			}
+		}
+	}
+	if s.BIOS == "ovmf" {
+		for _, p := range []string{d.OVMFCode, d.OVMFVars} {
+			if _, err := os.Stat(p); err != nil {
+				return fmt.Errorf("bios=ovmf: UEFI firmware %s missing (install Debian's ovmf package): %w", p, err)
+			}
+		}
+	}
+	p := d.paths(id)
+	for _, sock := range []string{p.qmp, p.serial, p.vnc} {
+		if len(sock) >= 108 {
+			return fmt.Errorf("socket path %s is %d bytes, over the 107 a unix socket allows: use a shorter data directory", sock, len(sock))
+		}
+	}
+	return nil
+}
+
+func errOr(err error, s string) string {
+	if err != nil {
+		return err.Error()
+	}
+	return s
+}
+
+// Create makes the VM's directory and disks. On failure it removes what
+// it made.
+func (d *Driver) Create(ctx context.Context, cfg api.Guest, log guest.Logger) (err error) {
+	s, err := d.spec(cfg)
+	if err != nil {
+		return err
+	}
+	if err := d.preflight(cfg.ID, s, true); err != nil {
+		return err
+	}
+	p := d.paths(cfg.ID)
+	if err := os.MkdirAll(d.Root, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", d.Root, err)
+	}
+	if err := os.Mkdir(p.dir, 0o700); err != nil {
+		return fmt.Errorf("create VM directory: %w (left over from an earlier VM %d? remove it)", err, cfg.ID)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(p.dir)
+		}
+	}()
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(p.dir, &fs); err != nil {
+		return fmt.Errorf("statfs %s: %w", p.dir, err)
+	}
+	capacity := int64(fs.Blocks) * int64(fs.Bsize)
+	for _, dk := range s.Disks {
+		if dk.File != "" {
+			log.Printf("%s: using existing image %s (%s)", dk.Key, dk.File, dk.Format)
+			continue
+		}
+		if dk.Size > capacity {
+			return fmt.Errorf("%s: size %s is larger than the whole storage holding %s (%s): choose a smaller size",
+				dk.Key, human(dk.Size), d.Root, human(capacity))
+		}
+		args := []string{"create", "-q", "-f", "qcow2"}
+		if dk.Backing != "" {
+			bf, err := imageFormat(ctx, d.QemuImg, dk.Backing)
+			if err != nil {
+				return fmt.Errorf("%s: %w", dk.Key, err)
+			}
+			args = append(args, "-b", dk.Backing, "-F", bf)
+		}
+		args = append(args, d.diskPath(cfg.ID, dk))
+		if dk.Size > 0 {
+			args = append(args, strconv.FormatInt(dk.Size, 10))
+		}
+		if out, err := exec.CommandContext(ctx, d.QemuImg, args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: qemu-img %s: %w: %s", dk.Key, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+		if dk.Backing != "" {
+			log.Printf("%s: qcow2 overlay on %s", dk.Key, dk.Backing)
+		} else {
+			log.Printf("%s: new qcow2 image of %s", dk.Key, human(dk.Size))
+		}
+	}
+	if s.BIOS == "ovmf" {
+		if err := copyFile(d.OVMFVars, p.vars); err != nil {
+			return fmt.Errorf("UEFI variable store: %w", err)
+		}
+	}
+	return nil
+}
+
+func imageFormat(ctx context.Context, qemuImg, path string) (string, error) {
+	out, err := exec.CommandContext(ctx, qemuImg, "info", "-U", "--output=json", path).Output()
+	if err != nil {
+		return "", fmt.Errorf("qemu-img info %s: %w", path, err)
+	}
+	var info struct {
+		Format string `json:"format"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil || info.Format == "" {
+		return "", fmt.Errorf("qemu-img info %s: cannot tell the format", path)
+	}
+	return info.Format, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func human(b int64) string {
+	switch {
+	case b >= 1<<40:
+		return fmt.Sprintf("%.1fT", float64(b)/(1<<40))
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1fG", float64(b)/(1<<30))
+	default:
+		return fmt.Sprintf("%dM", b>>20)
+	}
+}
+
+// useKVM reports whether /dev/kvm can be opened.
+func (d *Driver) useKVM() bool {
+	f, err := os.OpenFile(d.KVM, os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// Args returns QEMU's command line for a VM (without the binary).
+func (d *Driver) Args(id int, s Spec, kvm bool) []string {
+	p := d.paths(id)
+	accel := "tcg"
+	if kvm {
+		accel = "kvm"
+	}
+	a := []string{"-name", fmt.Sprintf("berth-vm-%d", id),
+		"-machine", "q35,accel=" + accel,
+		"-m", strconv.Itoa(s.MemoryMiB), "-smp", strconv.Itoa(s.Cores),
+		"-nodefaults", "-no-user-config", "-display", "none", "-vga", "std",
+		"-vnc", "unix:" + p.vnc,
+		"-chardev", fmt.Sprintf("socket,id=serial0,path=%s,server=on,wait=off,logfile=%s,logappend=off", p.serial, p.log),
+		"-serial", "chardev:serial0",
+		"-qmp", fmt.Sprintf("unix:%s,server=on,wait=off", p.qmp),
+		"-pidfile", p.pid, "-daemonize",
+	}
+	if kvm {
+		a = append(a, "-cpu", "host")
+	}
+	if s.BIOS == "ovmf" {
+		a = append(a, "-drive", "if=pflash,format=raw,readonly=on,file="+d.OVMFCode,
+			"-drive", "if=pflash,format=raw,file="+p.vars)
+	}
+	for _, dk := range s.Disks {
+		a = append(a, "-drive", fmt.Sprintf("file=%s,if=virtio,format=%s,id=%s", d.diskPath(id, dk), dk.Format, dk.Key))
+	}
+	if s.CDROM != "" {
+		a = append(a, "-drive", fmt.Sprintf("file=%s,media=cdrom,readonly=on,if=ide,id=cdrom", s.CDROM))
+	}
+	for _, n := range s.NICs {
+		mac := n.MAC
+		if mac == "" {
+			mac = DefaultMAC(id, n.Index)
+		}
+		model := map[string]string{"virtio-net": "virtio-net-pci", "e1000": "e1000"}[n.Model]
+		a = append(a, "-netdev", fmt.Sprintf("tap,id=%s,ifname=%s,script=no,downscript=no", n.Key, tapName(id, n.Index)),
+			"-device", fmt.Sprintf("%s,netdev=%s,mac=%s", model, n.Key, mac))
+	}
+	a = append(a, "-boot", "order="+bootLetters(s.Boot))
+	if s.Kernel != "" {
+		a = append(a, "-kernel", s.Kernel)
+		if s.Initrd != "" {
+			a = append(a, "-initrd", s.Initrd)
+		}
+		if s.Append != "" {
+			a = append(a, "-append", s.Append)
+		}
+	}
+	return a
+}
+
+func (d *Driver) pid(id int) int {
+	pid, _ := hostproc.ReadPidfile(d.paths(id).pid)
+	if pid > 0 && d.Proc.Alive(pid, mark(id)) {
+		return pid
+	}
+	return 0
+}
+
+// Start boots the VM and returns once QEMU answers on QMP. On failure it
+// leaves no tap, socket or process behind.
+func (d *Driver) Start(ctx context.Context, cfg api.Guest, log guest.Logger) (err error) {
+	s, err := d.spec(cfg)
+	if err != nil {
+		return err
+	}
+	if pid := d.pid(cfg.ID); pid != 0 {
+		return fmt.Errorf("VM %d is already running (QEMU PID %d)", cfg.ID, pid)
+	}
+	if err := d.preflight(cfg.ID, s, false); err != nil {
+		return err
+	}
+	d.cleanup(context.WithoutCancel(ctx), cfg.ID, s)
+	defer func() {
+		if err != nil {
+			if pid := d.pid(cfg.ID); pid != 0 {
+				d.Proc.Kill(context.WithoutCancel(ctx), pid, mark(cfg.ID))
+			}
+			d.cleanup(context.WithoutCancel(ctx), cfg.ID, s)
+		}
+	}()
+	for _, n := range s.NICs {
+		if err := d.Net.Create(ctx, tapName(cfg.ID, n.Index), n.Bridge, -1); err != nil {
+			return fmt.Errorf("%s: %w", n.Key, err)
+		}
+		log.Printf("%s: tap %s in bridge %s", n.Key, tapName(cfg.ID, n.Index), n.Bridge)
+	}
+	kvm := d.useKVM()
+	accel := "TCG (software emulation: no usable " + d.KVM + ")"
+	if kvm {
+		accel = "KVM"
+	}
+	log.Printf("starting QEMU with %s, %d MiB, %d cores", accel, s.MemoryMiB, s.Cores)
+	cmd := exec.CommandContext(ctx, d.QEMU, d.Args(cfg.ID, s, kvm)...)
+	cmd.Dir = d.paths(cfg.ID).dir
+	// QEMU daemonizes: the command returns once the VM is set up, and the
+	// VM process, reparented away from the daemon, outlives it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cmd.Stdout = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("QEMU failed to start: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	pid := d.pid(cfg.ID)
+	if pid == 0 {
+		return fmt.Errorf("QEMU exited right after starting: %s (see %s)", strings.TrimSpace(stderr.String()), d.paths(cfg.ID).log)
+	}
+	qctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	c, err := qmp.Dial(qctx, d.paths(cfg.ID).qmp)
+	if err != nil {
+		return fmt.Errorf("QEMU (PID %d) does not answer on QMP: %w", pid, err)
+	}
+	defer c.Close()
+	st, err := c.QueryStatus(qctx)
+	if err != nil {
+		return err
+	}
+	log.Printf("VM %d %s (QEMU PID %d)", cfg.ID, st.Status, pid)
+	return nil
+}
+
+// cleanup removes what a run leaves: taps, sockets, the pidfile.
+func (d *Driver) cleanup(ctx context.Context, id int, s Spec) {
+	for _, n := range s.NICs {
+		if err := d.Net.Delete(ctx, tapName(id, n.Index)); err != nil && d.Log != nil {
+			d.Log.Warn("remove tap", "vm", id, "err", err)
+		}
+	}
+	p := d.paths(id)
+	for _, f := range []string{p.qmp, p.serial, p.vnc, p.pid} {
+		os.Remove(f)
+	}
+}
+
+func (d *Driver) monitor(ctx context.Context, id int) (*qmp.Client, error) {
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return qmp.Dial(qctx, d.paths(id).qmp)
+}
+
+func (d *Driver) command(ctx context.Context, id int, cmd string, args any) error {
+	if d.pid(id) == 0 {
+		return fmt.Errorf("VM %d is not running", id)
+	}
+	c, err := d.monitor(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return c.Execute(cctx, cmd, args, nil)
+}
+
+// Shutdown presses the ACPI power button and waits up to timeout for the
+// guest to power off, then stops QEMU hard.
+func (d *Driver) Shutdown(ctx context.Context, cfg api.Guest, timeout time.Duration, log guest.Logger) error {
+	s, err := d.spec(cfg)
+	if err != nil {
+		return err
+	}
+	pid := d.pid(cfg.ID)
+	if pid == 0 {
+		d.cleanup(ctx, cfg.ID, s)
+		log.Printf("VM %d is not running", cfg.ID)
+		return nil
+	}
+	log.Printf("pressing the ACPI power button of VM %d, waiting up to %s", cfg.ID, timeout)
+	if err := d.command(ctx, cfg.ID, "system_powerdown", nil); err != nil {
+		log.Printf("power button: %v", err)
+	} else {
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		gone := d.Proc.WaitGone(wctx, pid, mark(cfg.ID))
+		cancel()
+		if gone {
+			d.cleanup(ctx, cfg.ID, s)
+			log.Printf("VM %d powered off", cfg.ID)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Printf("VM %d still runs after %s: stopping it hard", cfg.ID, timeout)
+	}
+	return d.Stop(ctx, cfg, log)
+}
+
+// Stop ends QEMU at once: QMP quit, then SIGKILL.
+func (d *Driver) Stop(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	s, err := d.spec(cfg)
+	if err != nil {
+		return err
+	}
+	pid := d.pid(cfg.ID)
+	if pid != 0 {
+		if err := d.command(ctx, cfg.ID, "quit", nil); err != nil {
+			log.Printf("QMP quit: %v; killing QEMU", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		gone := d.Proc.WaitGone(wctx, pid, mark(cfg.ID))
+		cancel()
+		if !gone {
+			if err := d.Proc.Kill(ctx, pid, mark(cfg.ID)); err != nil {
+				return err
+			}
+		}
+		log.Printf("VM %d stopped", cfg.ID)
+	}
+	d.cleanup(ctx, cfg.ID, s)
+	return nil
+}
+
+// Status reports running, paused or stopped.
+func (d *Driver) Status(ctx context.Context, cfg api.Guest) (guest.State, error) {
+	vs, err := d.VMStatus(ctx, cfg)
+	if err != nil {
+		return guest.State{Status: api.GuestUnknown}, err
+	}
+	st := guest.State{Status: vs.Status, PID: vs.PID, Details: map[string]string{}}
+	if vs.QMPStatus != "" {
+		st.Details["qmpstatus"] = vs.QMPStatus
+		st.Details["accelerator"] = vs.Accelerator
+	}
+	return st, nil
+}
+
+// VMStatus reads the VM's state from QMP and /proc.
+func (d *Driver) VMStatus(ctx context.Context, cfg api.Guest) (api.VMStatus, error) {
+	s, err := d.spec(cfg)
+	if err != nil {
+		return api.VMStatus{}, err
+	}
+	vs := api.VMStatus{ID: cfg.ID, Status: api.GuestStopped, MaxMemoryMiB: s.MemoryMiB}
+	pid := d.pid(cfg.ID)
+	if pid == 0 {
+		return vs, nil
+	}
+	vs.PID = pid
+	vs.Status = api.GuestRunning
+	if u, err := d.Proc.Usage(pid); err == nil {
+		vs.CPUSeconds, vs.MemoryBytes, vs.UptimeSeconds = u.CPUSeconds, u.RSSBytes, u.UptimeSeconds
+	}
+	p := d.paths(cfg.ID)
+	vs.VNC, vs.Serial = p.vnc, p.serial
+	c, err := d.monitor(ctx, cfg.ID)
+	if err != nil {
+		vs.Status = api.GuestUnknown
+		return vs, nil
+	}
+	defer c.Close()
+	qs, err := c.QueryStatus(ctx)
+	if err != nil {
+		vs.Status = api.GuestUnknown
+		return vs, nil
+	}
+	vs.QMPStatus = qs.Status
+	switch qs.Status {
+	case "running":
+	case "shutdown":
+		vs.Status = api.GuestStopped
+	default:
+		vs.Status = api.GuestPaused
+	}
+	vs.Accelerator = "tcg"
+	if k, err := c.QueryKVM(ctx); err == nil && k.Enabled {
+		vs.Accelerator = "kvm"
+	}
+	return vs, nil
+}
+
+// Destroy removes the VM's directory with the disks berth made; file=
+// disks are left alone.
+func (d *Driver) Destroy(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	if pid := d.pid(cfg.ID); pid != 0 {
+		return fmt.Errorf("VM %d is running (PID %d): stop it first", cfg.ID, pid)
+	}
+	if s, errs := ParseSpec(cfg.Config); errs == nil {
+		d.cleanup(ctx, cfg.ID, s)
+	}
+	if err := os.RemoveAll(d.paths(cfg.ID).dir); err != nil {
+		return fmt.Errorf("remove VM %d: %w", cfg.ID, err)
+	}
+	log.Printf("removed %s", d.paths(cfg.ID).dir)
+	return nil
+}
+
+// Console connects to the VM's first serial port.
+func (d *Driver) Console(ctx context.Context, cfg api.Guest) (io.ReadWriteCloser, error) {
+	if d.pid(cfg.ID) == 0 {
+		return nil, fmt.Errorf("VM %d is not running", cfg.ID)
+	}
+	var dl net.Dialer
+	c, err := dl.DialContext(ctx, "unix", d.paths(cfg.ID).serial)
+	if err != nil {
+		return nil, fmt.Errorf("serial console of VM %d: %w", cfg.ID, err)
+	}
+	return c, nil
+}
+
+// Exec is not supported: berth has no guest agent channel yet.
+func (d *Driver) Exec(ctx context.Context, cfg api.Guest, req guest.ExecRequest) (int, error) {
+	return 0, fmt.Errorf("exec in a VM needs a guest agent: %w", guest.ErrNotSupported)
+}
+
+// Adopt re-attaches to a VM that survived a daemon restart; for a VM that
+// is gone it clears leftover taps and sockets.
+func (d *Driver) Adopt(ctx context.Context, cfg api.Guest) (guest.State, error) {
+	st, err := d.Status(ctx, cfg)
+	if err != nil {
+		return st, err
+	}
+	if st.Status == api.GuestStopped {
+		if s, errs := ParseSpec(cfg.Config); errs == nil {
+			d.cleanup(ctx, cfg.ID, s)
+		}
+	}
+	return st, nil
+}
+
+// Reboot resets the VM (like the reset button).
+func (d *Driver) Reboot(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	if err := d.command(ctx, cfg.ID, "system_reset", nil); err != nil {
+		return err
+	}
+	log.Printf("VM %d reset", cfg.ID)
+	return nil
+}
+
+// Suspend pauses the VM's CPUs; memory stays allocated.
+func (d *Driver) Suspend(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	if err := d.command(ctx, cfg.ID, "stop", nil); err != nil {
+		return err
+	}
+	log.Printf("VM %d paused", cfg.ID)
+	return nil
+}
+
+// Resume continues a paused VM.
+func (d *Driver) Resume(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	if err := d.command(ctx, cfg.ID, "cont", nil); err != nil {
+		return err
+	}
+	log.Printf("VM %d resumed", cfg.ID)
+	return nil
+}
+
+// errNoQcow2 is returned for snapshot work on a VM without qcow2 disks.
+var errNoQcow2 = errors.New("the VM has no qcow2 disk to hold snapshots")

@@ -1,0 +1,155 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/vmtest"
+)
+
+type tlog struct{ t *testing.T }
+
+func (l tlog) Printf(f string, a ...any) { l.t.Helper(); l.t.Logf(f, a...) }
+
+// TestBootTCG boots Debian's kernel under QEMU (TCG here: the host has no
+// /dev/kvm) from an ext4 image behind a qcow2 overlay, waits for the
+// marker on the serial console, checks the guest pings the host over a
+// test bridge, takes a snapshot, pauses and resumes, re-adopts it from a
+// fresh driver and shuts it down with the ACPI power button.
+func TestBootTCG(t *testing.T) {
+	if ok, why := vmtest.Root(); !ok {
+		t.Skip(why)
+	}
+	dir := t.TempDir()
+	im, err := vmtest.Build(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := fmt.Sprintf("btq%d", os.Getpid()%100000)
+	delBr, err := vmtest.Bridge(br, "10.231.7.1/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer delBr()
+	d := New(filepath.Join(dir, "vms"), nil)
+	ctx := context.Background()
+	g := api.Guest{ID: 4101, Kind: api.GuestVM, Config: map[string]string{
+		"memory": "256", "disk0": "backing=" + im.Root, "net0": "bridge=" + br,
+		"kernel": im.Kernel.Vmlinuz, "initrd": im.Initrd,
+		"append": "console=ttyS0 quiet berth.ip=10.231.7.2/24 berth.host=10.231.7.1",
+	}}
+	if errs := d.Validate(g); errs != nil {
+		t.Fatal(errs)
+	}
+	if err := d.Create(ctx, g, tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Destroy(context.Background(), g, tlog{t})
+	defer d.Stop(context.Background(), g, tlog{t})
+	if err := d.Start(ctx, g, tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := vmtest.WaitFor(d.ConsoleLog(g.ID), 3*time.Minute, []string{vmtest.NetFail, "Kernel panic"}, vmtest.BootMarker, vmtest.NetOK, "BERTH-ACPID", "BERTH-READY")
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, out)
+	}
+	vs, err := d.VMStatus(ctx, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vs.Status != api.GuestRunning || vs.QMPStatus != "running" || vs.PID == 0 || vs.MemoryBytes == 0 {
+		t.Errorf("status = %+v, want running with PID and memory", vs)
+	}
+	if want := map[bool]string{true: "kvm", false: "tcg"}[d.useKVM()]; vs.Accelerator != want {
+		t.Errorf("accelerator = %q, want %q", vs.Accelerator, want)
+	}
+	// A fresh driver (as after a daemon restart) adopts the running VM.
+	d2 := New(d.Root, nil)
+	st, err := d2.Adopt(ctx, g)
+	if err != nil || st.Status != api.GuestRunning || st.PID != vs.PID {
+		t.Errorf("adopt = %+v, %v; want running PID %d", st, err, vs.PID)
+	}
+	if err := d2.Suspend(ctx, g, tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := d2.Status(ctx, g); st.Status != api.GuestPaused {
+		t.Errorf("after suspend status = %s, want paused", st.Status)
+	}
+	if err := d2.Resume(ctx, g, tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.SnapshotCreate(ctx, g, "booted", tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := d2.Snapshots(ctx, g)
+	if err != nil || len(snaps) != 1 || snaps[0].Name != "booted" || strings.Join(snaps[0].Disks, ",") != "disk0" {
+		t.Errorf("snapshots = %+v, %v; want booted on disk0", snaps, err)
+	}
+	if err := d2.Shutdown(ctx, g, 90*time.Second, tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	log, _ := os.ReadFile(d.ConsoleLog(g.ID))
+	if !strings.Contains(string(log), vmtest.Halting) {
+		t.Errorf("the guest did not run its shutdown actions: the power button was not honoured\n%s", log)
+	}
+	if st, _ := d2.Status(ctx, g); st.Status != api.GuestStopped {
+		t.Errorf("after shutdown status = %s", st.Status)
+	}
+	if d.Net.Exists(tapName(g.ID, 0)) {
+		t.Error("tap left behind after shutdown")
+	}
+	for _, f := range []string{"qmp.sock", "serial.sock", "vnc.sock", "qemu.pid"} {
+		if _, err := os.Stat(filepath.Join(d.paths(g.ID).dir, f)); err == nil {
+			t.Errorf("%s left behind after shutdown", f)
+		}
+	}
+	// Stopped: snapshots go through qemu-img.
+	if err := d2.SnapshotRollback(ctx, g, "booted", tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.SnapshotDelete(ctx, g, "booted", tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	if snaps, _ := d2.Snapshots(ctx, g); len(snaps) != 0 {
+		t.Errorf("snapshot not deleted: %+v", snaps)
+	}
+}
+
+// TestBadInput checks that bad configurations fail before anything is made
+// and that a failed start leaves nothing behind.
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	d := New(filepath.Join(dir, "vms"), nil)
+	d.Net.SysNet = filepath.Join(dir, "sysnet")
+	os.MkdirAll(filepath.Join(d.Net.SysNet, "br0", "bridge"), 0o755)
+	os.MkdirAll(filepath.Join(d.Net.SysNet, "eth0"), 0o755)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		cfg  map[string]string
+		want string
+	}{
+		{"missing kernel", map[string]string{"kernel": "/nonexistent/vmlinuz"}, "kernel /nonexistent/vmlinuz"},
+		{"unknown bridge", map[string]string{"net0": "bridge=nosuchbr"}, "bridge nosuchbr does not exist"},
+		{"not a bridge", map[string]string{"net0": "bridge=eth0"}, "not a bridge"},
+		{"too large", map[string]string{"disk0": "size=1000000T"}, "larger than the whole storage"},
+		{"missing backing", map[string]string{"disk0": "backing=/nonexistent.raw"}, "/nonexistent.raw"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := api.Guest{ID: 4200, Kind: api.GuestVM, Config: tc.cfg}
+			err := d.Create(ctx, g, tlog{t})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Create = %v, want an error containing %q", err, tc.want)
+			}
+			if _, err := os.Stat(d.paths(4200).dir); err == nil {
+				t.Error("failed create left the VM directory behind")
+			}
+		})
+	}
+}
