@@ -12,6 +12,9 @@ LISTEN  ?= 127.0.0.1:8006
 # Debian packages the tests use: one deps/AREA.debs file per feature area
 # (one package per line, # comments), so areas never edit the same line.
 TEST_DEBS := $(sort $(shell sed 's/\#.*//' deps/*.debs))
+# Debian packages the tests unpack but never install (deps/*.unpack).
+UNPACK_DEBS := $(sort $(shell cat deps/*.unpack 2>/dev/null | sed 's/\#.*//'))
+UNPACK_DIR  ?= /var/cache/berth-test/unpacked
 
 .PHONY: build run test test-short deps bench lint docs clean
 
@@ -35,6 +38,7 @@ test-short:
 
 deps:
 	@scripts/install-debs $(TEST_DEBS)
+	@scripts/unpack-debs $(UNPACK_DIR) $(UNPACK_DEBS)
 
 ## bench: API read throughput and p99 latency beside a bare net/http handler.
 bench:
