@@ -20,6 +20,9 @@ func copyFile(t testing.TB, dst, src string) {
 		t.Fatal(err)
 	}
 	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	out, err := os.Create(dst)
 	if err != nil {
 		t.Fatal(err)
