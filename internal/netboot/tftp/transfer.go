@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"syscall"
 	"time"
 )
 
@@ -21,24 +20,23 @@ const maxNetascii = 32 << 20
 // transfer sends one file to one client from a new socket.
 func (s *Server) transfer(ctx context.Context, local, client *net.UDPAddr, req request) {
 	start := time.Now()
-	laddr := &net.UDPAddr{}
-	if local != nil && !local.IP.IsUnspecified() {
-		laddr.IP = local.IP
-		laddr.Zone = local.Zone
+	var lip net.IP
+	if local != nil {
+		lip = local.IP
 	}
-	conn, err := net.DialUDP("udp", laddr, client)
+	conn, err := dialSock(lip, client)
 	if err != nil {
 		s.c.failed.Add(1)
 		s.log.Warn("tftp: cannot open a transfer socket", "client", client.String(), "err", err)
 		return
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer conn.close()
+	stop := context.AfterFunc(ctx, conn.wake)
 	defer stop()
 
 	fail := func(code uint16, msg string) {
 		s.c.errors.Add(1)
-		_, _ = conn.Write(appendError(nil, code, msg))
+		_ = conn.write(appendError(nil, code, msg))
 	}
 	if req.Mode == "mail" {
 		fail(errIllegalOp, "mail mode is not supported; use octet")
@@ -95,7 +93,7 @@ func (s *Server) transfer(ctx context.Context, local, client *net.UDPAddr, req r
 	if opts.timeout > 0 {
 		timeout = time.Duration(opts.timeout) * time.Second
 	}
-	setBuffers(conn, opts.blksize*opts.window)
+	conn.setSendBuffer(max(4*(opts.blksize+32)*opts.window, 1<<20))
 
 	t := &sender{
 		conn:    conn,
@@ -121,21 +119,6 @@ func (s *Server) transfer(ctx context.Context, local, client *net.UDPAddr, req r
 	s.c.ok.Add(1)
 	s.c.bytes.Add(uint64(size))
 	s.log.Info("tftp: sent", attrs...)
-}
-
-// setBuffers asks for a send buffer that holds a whole window (and more),
-// past the net.core.wmem_max limit when running as root.
-func setBuffers(conn *net.UDPConn, window int) {
-	want := max(4*window, 1<<20)
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		return
-	}
-	_ = rc.Control(func(fd uintptr) {
-		if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, want) != nil {
-			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, want)
-		}
-	})
 }
 
 // toNetascii converts a file to netascii (RFC 764): LF becomes CR LF and a
@@ -168,7 +151,7 @@ func toNetascii(r io.Reader) ([]byte, error) {
 // sender runs the data phase of one transfer: lock-step (window 1) or
 // windowed (RFC 7440) with go-back-N on loss.
 type sender struct {
-	conn    *net.UDPConn
+	conn    *sock
 	src     io.ReaderAt
 	size    int64
 	blksize int
@@ -207,22 +190,15 @@ func (t *sender) run(ctx context.Context) error {
 			}
 		}
 		deadline := time.Now().Add(t.timeout)
-		if err := t.conn.SetReadDeadline(deadline); err != nil {
-			return err
-		}
 		progressed := false
 		for !progressed {
-			n, err := t.conn.Read(t.ack)
+			n, err := t.conn.read(t.ack, deadline)
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
+				if err == errTimeout {
 					break
-				}
-				if errors.Is(err, syscall.ECONNREFUSED) {
-					return fmt.Errorf("client went away: %w", err)
 				}
 				return err
 			}
@@ -277,24 +253,18 @@ func (t *sender) handshake(ctx context.Context) error {
 		if tries > 0 {
 			t.c.retransmits.Add(1)
 		}
-		if _, err := t.conn.Write(t.oack); err != nil {
+		if err := t.conn.write(t.oack); err != nil {
 			return err
 		}
-		if err := t.conn.SetReadDeadline(time.Now().Add(t.timeout)); err != nil {
-			return err
-		}
+		deadline := time.Now().Add(t.timeout)
 		for {
-			n, err := t.conn.Read(t.ack)
+			n, err := t.conn.read(t.ack, deadline)
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
+				if err == errTimeout {
 					break
-				}
-				if errors.Is(err, syscall.ECONNREFUSED) {
-					return fmt.Errorf("client went away: %w", err)
 				}
 				return err
 			}
@@ -330,20 +300,5 @@ func (t *sender) sendBlock(n int64) error {
 		}
 	}
 	binary.BigEndian.PutUint16(t.pkt[2:], uint16(n))
-	for {
-		_, err := t.conn.Write(t.pkt[:4+want])
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.EAGAIN) {
-			// The interface queue is full: wait for it to drain instead
-			// of losing the packet.
-			time.Sleep(50 * time.Microsecond)
-			continue
-		}
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("client went away: %w", err)
-		}
-		return err
-	}
+	return t.conn.write(t.pkt[:4+want])
 }
