@@ -16,7 +16,7 @@ TEST_DEBS := $(sort $(shell sed 's/\#.*//' deps/*.debs))
 UNPACK_DEBS := $(sort $(shell cat deps/*.unpack 2>/dev/null | sed 's/\#.*//'))
 UNPACK_DIR  ?= /var/cache/berth-test/unpacked
 
-.PHONY: build run test test-short deps bench lint docs clean
+.PHONY: build run test test-short deps bench lint docs clean bench-ksm
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
@@ -40,8 +40,13 @@ deps:
 	@scripts/install-debs $(TEST_DEBS)
 	@scripts/unpack-debs $(UNPACK_DIR) $(UNPACK_DEBS)
 
+## bench-ksm: berth's KSM tuner beside Debian's ksmtuned on the host's real KSM
+## (root; ~9 minutes; results in BENCHMARKS.md).
+bench-ksm: deps
+	$(GO) run ./tools/ksmbench -procs 8 -mib 256 -window 240s -rounds 1
+
 ## bench: API read throughput and p99 latency beside a bare net/http handler.
-bench:
+bench: bench-ksm
 	$(GO) run ./tools/apibench -duration 5s -rounds 3 -concurrency 32
 
 lint:

@@ -167,6 +167,9 @@ func ParseCPUTime(text string) (time.Duration, error) {
 		if err != nil {
 			return 0, fmt.Errorf("stat: bad CPU time %q", s)
 		}
+		if n > 1<<40 { // 348 years of CPU: not a real value, and it would overflow
+			return 0, fmt.Errorf("stat: implausible CPU time %q", s)
+		}
 		ticks += n
 	}
 	return time.Duration(ticks) * time.Second / userHZ, nil

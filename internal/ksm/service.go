@@ -534,6 +534,11 @@ func (s *Service) Run(ctx context.Context) {
 		s.active = false
 		s.mu.Unlock()
 	}()
+	// The first decision sees every change made so far.
+	select {
+	case <-s.wake:
+	default:
+	}
 	for {
 		interval := 10 * time.Second
 		if _, err := s.Tick(ctx); err != nil && ctx.Err() == nil {

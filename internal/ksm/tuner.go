@@ -143,6 +143,11 @@ func (d Decision) Changes(c Counters) bool {
 // before it can merge, so two quiet scans leave nothing pending.
 const convergedScans = 2
 
+// convergedSlowdown multiplies ksmd's pause once merging has converged:
+// pages that match merged ones still merge on first sight, and the first
+// such gain boosts the speed again.
+const convergedSlowdown = 10
+
 // Threshold returns how much memory must stay available, in bytes:
 // thres-coef percent of the total, at least thres-const KiB.
 func Threshold(c api.KSMConfig, total uint64) uint64 {
@@ -166,8 +171,8 @@ func SleepFor(c api.KSMConfig, total uint64) uint64 {
 // plus the threshold exceeds the total or available memory falls under the
 // threshold, boosting pages_to_scan while memory is short and decaying it
 // otherwise. Beyond ksmtuned it boosts harder (at least doubling) while
-// merging makes progress, drops to npages-min once merging has converged
-// (two full scans without a new merge), holds back when ksmd exceeds
+// memory is short or merging makes progress, drops to npages-min and a ten times longer pause
+// once merging has converged (two full scans without a new merge), holds back when ksmd exceeds
 // max-cpu, and never stops a KSM it did not start.
 func Decide(c api.KSMConfig, s Sample, st State) Decision {
 	d := Decision{Run: -1, Next: st}
@@ -233,10 +238,11 @@ func Decide(c api.KSMConfig, s Sample, st State) Decision {
 	case st.Tracking && quiet >= convergedScans:
 		d.Action = ActConverged
 		npages = int64(c.NpagesMin)
-		d.Reason = fmt.Sprintf("no new merges in %d full scans", quiet)
+		sleep = min(sleep*convergedSlowdown, 1000)
+		d.Reason = fmt.Sprintf("no new merges in %d full scans: scanning slowly for new content", quiet)
 	case short:
 		d.Action = ActBoost
-		npages += int64(c.NpagesBoost)
+		npages += max(int64(c.NpagesBoost), npages)
 		d.Reason = "memory is short (" + why + ")"
 	default:
 		d.Action = ActDecay

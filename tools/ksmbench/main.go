@@ -1,0 +1,368 @@
+// Command ksmbench compares berth's KSM tuner with Debian's ksmtuned on the
+// host's real KSM, in one run: how soon each gets a workload of N processes
+// with identical pages to 90% of the possible merging, and how much CPU
+// ksmd spends on the way and over a fixed window.
+//
+// Each round resets KSM (unmerge, kernel default speed, stopped), starts N
+// workload processes (berth's hidden `__ksm-workload`, or this binary
+// re-executed) that each map M MiB of pages identical across processes and
+// madvise(MADV_MERGEABLE) them as QEMU does, then starts one tuner and
+// samples every 100 ms for -window: the workloads' merged pages
+// (/proc/PID/ksm_merging_pages) and ksmd's CPU time (/proc/<ksmd>/stat).
+// Rounds alternate between the two tuners.
+//
+// Fairness: both tuners only act when they judge memory short, and this
+// host has plenty free, so both get the same threshold, -thres-coef percent
+// of memory (ksmtuned through KSM_THRES_COEF in its environment; berth
+// through its thres-coef setting). Everything else is each tuner's default:
+// ksmtuned's 60 s monitor interval, boost 300, max 1250; berth's 10 s
+// interval, doubling while merging progresses, max 2500, 50% CPU cap.
+// berth's tuner runs in-process: the same internal/ksm Service the daemon
+// runs, on a temporary store. ksmtuned runs as /usr/sbin/ksmtuned with its
+// pid file and debug log in a temporary directory and is killed (its
+// process group) at the end of its round.
+//
+// It needs root, KSM, the ksmtuned package (deps/ksm.debs) and no other
+// ksmtuned running; it holds the host-wide KSM lock of internal/ksm/ksmtest
+// and restores run, pages_to_scan and sleep_millisecs when done.
+//
+// Usage:
+//
+//	go run ./tools/ksmbench [-procs 8] [-mib 256] [-window 240s] [-rounds 1] [-thres-coef 99] [-json] [-keep-logs]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/ksm"
+	"github.com/berthhq/berth/internal/ksm/ksmtest"
+	"github.com/berthhq/berth/internal/store"
+)
+
+// ksmtunedPath is Debian's ksmtuned script.
+const ksmtunedPath = "/usr/sbin/ksmtuned"
+
+type result struct {
+	Tuner string `json:"tuner"`
+	Round int    `json:"round"`
+	// T90 is when the workloads reached 90% of the possible merged pages
+	// (0 if never within the window).
+	T90 time.Duration `json:"t90_ns"`
+	// CPU90 is ksmd's CPU time until then; CPUWindow over the window.
+	CPU90     time.Duration `json:"cpu90_ns"`
+	CPUWindow time.Duration `json:"cpu_window_ns"`
+	// Merged is the workloads' merged pages at the end, Possible the
+	// most there can be (every page of every process).
+	Merged   uint64 `json:"merged_pages"`
+	Possible uint64 `json:"possible_pages"`
+	// Sharing is pages_sharing at the end: pages saved.
+	Sharing   uint64 `json:"pages_sharing"`
+	Decisions int    `json:"decisions"`
+}
+
+func main() {
+	procs := flag.Int("procs", 8, "workload processes")
+	mib := flag.Int("mib", 256, "MiB of identical pages per process")
+	window := flag.Duration("window", 240*time.Second, "how long each tuner runs per round")
+	rounds := flag.Int("rounds", 1, "rounds per tuner (alternating)")
+	coef := flag.Int("thres-coef", 99, "memory threshold in percent given to both tuners")
+	asJSON := flag.Bool("json", false, "print JSON instead of Markdown")
+	flag.BoolVar(&keepLogs, "keep-logs", false, "keep each tuner's decision log and print where")
+	flag.Parse()
+	if err := run(*procs, *mib, *window, *rounds, *coef, *asJSON); err != nil {
+		fmt.Fprintln(os.Stderr, "ksmbench:", err)
+		os.Exit(2)
+	}
+}
+
+func init() { ksmtest.MaybeRun() }
+
+var keepLogs bool
+
+// cleanup removes a round's temporary directory unless -keep-logs.
+func cleanup(dir string) {
+	if keepLogs {
+		fmt.Fprintln(os.Stderr, "ksmbench: tuner log kept in", dir)
+		return
+	}
+	os.RemoveAll(dir)
+}
+
+func run(procs, mib int, window time.Duration, rounds, coef int, asJSON bool) error {
+	sys := ksm.SysfsUnder("")
+	if os.Geteuid() != 0 {
+		return errors.New("needs root: it changes the host's KSM settings")
+	}
+	if !sys.Supported() {
+		return ksm.ErrUnsupported
+	}
+	if _, err := os.Stat(ksmtunedPath); err != nil {
+		return fmt.Errorf("%s: %w (install the ksmtuned package: make deps)", ksmtunedPath, err)
+	}
+	if pid, name := ksmtest.ForeignTuner(); pid != 0 {
+		return fmt.Errorf("%s (pid %d) already runs and would fight the benchmark: systemctl disable --now ksmtuned", name, pid)
+	}
+	if err := checkKsmtunedConf(); err != nil {
+		return err
+	}
+	unlock, err := ksmtest.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	restore, err := ksmtest.Save(sys.Dir)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := restore(); err != nil {
+			fmt.Fprintln(os.Stderr, "ksmbench:", err)
+		}
+	}()
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "ksmbench: %d processes x %d MiB, window %s, threshold %d%% for both tuners\n", procs, mib, window, coef)
+	var results []result
+	for r := 1; r <= rounds; r++ {
+		for _, tuner := range []string{"berth", "ksmtuned"} {
+			res, err := round(tuner, r, procs, mib, window, coef, exe)
+			if err != nil {
+				return fmt.Errorf("%s round %d: %w", tuner, r, err)
+			}
+			fmt.Fprintf(os.Stderr, "ksmbench: %s round %d: t90 %s, ksmd CPU %s to t90, %s in window, merged %d/%d\n",
+				tuner, r, dur(res.T90), res.CPU90, res.CPUWindow, res.Merged, res.Possible)
+			results = append(results, res)
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(results)
+	}
+	report(os.Stdout, results)
+	return nil
+}
+
+// checkKsmtunedConf refuses to run when /etc/ksmtuned.conf sets a value
+// that would make ksmtuned ignore the benchmark's environment.
+func checkKsmtunedConf() error {
+	b, err := os.ReadFile("/etc/ksmtuned.conf")
+	if err != nil {
+		return nil
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "KSM_") {
+			return fmt.Errorf("/etc/ksmtuned.conf sets %q: comment it out so that ksmtuned runs with its defaults", line)
+		}
+	}
+	return nil
+}
+
+// reset unmerges everything and puts KSM back to the kernel's defaults,
+// stopped.
+func reset(ctx context.Context, sys ksm.Sysfs) error {
+	if err := sys.SetRun(ctx, ksm.RunUnmerge); err != nil {
+		return err
+	}
+	if err := sys.SetSpeed(100, 20); err != nil {
+		return err
+	}
+	return sys.SetRun(ctx, ksm.RunStop)
+}
+
+func round(tuner string, n, procs, mib int, window time.Duration, coef int, exe string) (result, error) {
+	ctx := context.Background()
+	sys := ksm.SysfsUnder("")
+	proc := ksm.Proc("")
+	res := result{Tuner: tuner, Round: n}
+	if err := reset(ctx, sys); err != nil {
+		return res, err
+	}
+	var ws []*ksmtest.Process
+	defer func() {
+		for _, w := range ws {
+			w.Stop()
+		}
+		reset(ctx, sys)
+	}()
+	for range procs {
+		w, err := ksmtest.Start(ctx, ksmtest.Spec{MiB: mib, Seed: 42, Mark: ksmtest.MarkMadvise}, exe)
+		if err != nil {
+			return res, err
+		}
+		ws = append(ws, w)
+	}
+	res.Possible = uint64(procs * ws[0].Spec.Pages())
+	ksmd, err := proc.KsmdPID()
+	if err != nil {
+		return res, err
+	}
+	cpu0, err := proc.CPUTime(ksmd)
+	if err != nil {
+		return res, err
+	}
+
+	stop, decisions, err := startTuner(tuner, coef)
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	for time.Since(start) < window {
+		time.Sleep(100 * time.Millisecond)
+		if res.T90 != 0 {
+			continue
+		}
+		var merged uint64
+		for _, w := range ws {
+			st, err := proc.Stat(w.PID())
+			if err != nil {
+				stop()
+				return res, err
+			}
+			merged += st.MergingPages
+		}
+		if merged*10 >= res.Possible*9 {
+			res.T90 = time.Since(start)
+			cpu, _ := proc.CPUTime(ksmd)
+			res.CPU90 = cpu - cpu0
+		}
+	}
+	cpu, _ := proc.CPUTime(ksmd)
+	res.CPUWindow = cpu - cpu0
+	for _, w := range ws {
+		if st, err := proc.Stat(w.PID()); err == nil {
+			res.Merged += st.MergingPages
+		}
+	}
+	c, _ := sys.Read()
+	res.Sharing = c.PagesSharing
+	stop()
+	res.Decisions = decisions()
+	return res, nil
+}
+
+// startTuner starts one tuner and returns its stop function and a counter
+// of the decisions that changed KSM settings.
+func startTuner(tuner string, coef int) (stop func(), decisions func() int, err error) {
+	dir, err := os.MkdirTemp("", "ksmbench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	switch tuner {
+	case "berth":
+		st, err := store.Open(filepath.Join(dir, "berth.db"))
+		if err != nil {
+			return nil, nil, err
+		}
+		logf, err := os.Create(filepath.Join(dir, "tuner.log"))
+		if err != nil {
+			return nil, nil, err
+		}
+		svc := ksm.New(ksm.Options{Sysfs: ksm.SysfsUnder(""), Store: st, Log: slog.New(slog.NewTextHandler(logf, nil))})
+		if _, err := svc.SetConfig(context.Background(), api.KSMConfigUpdate{ThresCoef: &coef}); err != nil {
+			return nil, nil, err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { svc.Run(ctx); close(done) }()
+		return func() {
+				cancel()
+				<-done
+				st.Close()
+				logf.Close()
+			}, func() int {
+				defer cleanup(dir)
+				return countLines(filepath.Join(dir, "tuner.log"), "msg=\"KSM tuner\"")
+			}, nil
+	case "ksmtuned":
+		cmd := exec.Command(ksmtunedPath)
+		cmd.Env = append(os.Environ(), "KSM_THRES_COEF="+strconv.Itoa(coef), "PIDFILE="+filepath.Join(dir, "ksmtuned.pid"),
+			"DEBUG=1", "LOGFILE="+filepath.Join(dir, "ksmtuned.log"))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Run(); err != nil { // forks its loop and exits
+			return nil, nil, fmt.Errorf("start ksmtuned: %w", err)
+		}
+		pgid := cmd.Process.Pid
+		return func() {
+				syscall.Kill(-pgid, syscall.SIGTERM)
+				time.Sleep(200 * time.Millisecond)
+				syscall.Kill(-pgid, syscall.SIGKILL)
+			}, func() int {
+				defer cleanup(dir)
+				return countLines(filepath.Join(dir, "ksmtuned.log"), "KSMCTL start") + countLines(filepath.Join(dir, "ksmtuned.log"), "stop ksm")
+			}, nil
+	}
+	return nil, nil, fmt.Errorf("unknown tuner %q", tuner)
+}
+
+func countLines(path, sub string) int {
+	b, _ := os.ReadFile(path)
+	return strings.Count(string(b), sub)
+}
+
+func dur(d time.Duration) string {
+	if d == 0 {
+		return "never"
+	}
+	return d.Round(100 * time.Millisecond).String()
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[len(ds)/2]
+}
+
+func report(w io.Writer, rs []result) {
+	fmt.Fprintln(w, "| tuner | round | time to 90% | ksmd CPU to 90% | ksmd CPU in window | merged pages at end | pages_sharing | setting changes |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
+	med := map[string][3][]time.Duration{}
+	shares := map[string]uint64{}
+	for _, r := range rs {
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %d of %d | %d | %d |\n", r.Tuner, r.Round, dur(r.T90), r.CPU90, r.CPUWindow, r.Merged, r.Possible, r.Sharing, r.Decisions)
+		m := med[r.Tuner]
+		t90 := r.T90
+		if t90 == 0 {
+			t90 = time.Duration(1<<62 - 1)
+		}
+		m[0], m[1], m[2] = append(m[0], t90), append(m[1], r.CPU90), append(m[2], r.CPUWindow)
+		med[r.Tuner] = m
+		shares[r.Tuner] = max(shares[r.Tuner], r.Merged)
+	}
+	b, k := med["berth"], med["ksmtuned"]
+	ratio := func(a, b time.Duration) string {
+		if b == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", float64(a)/float64(b))
+	}
+	never := time.Duration(1<<62 - 1)
+	t90 := ratio(median(b[0]), median(k[0]))
+	cpu90 := ratio(median(b[1]), median(k[1]))
+	if median(b[0]) == never || median(k[0]) == never {
+		t90, cpu90 = "- (a tuner never reached 90% within the window: lengthen -window)", "-"
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "berth/ksmtuned (medians): time to 90%% %s, ksmd CPU to 90%% %s, ksmd CPU in window %s; merged pages at end %d vs %d\n",
+		t90, cpu90, ratio(median(b[2]), median(k[2])), shares["berth"], shares["ksmtuned"])
+}
