@@ -16,7 +16,7 @@ TEST_DEBS := $(sort $(shell sed 's/\#.*//' deps/*.debs))
 UNPACK_DEBS := $(sort $(shell cat deps/*.unpack 2>/dev/null | sed 's/\#.*//'))
 UNPACK_DIR  ?= /var/cache/berth-test/unpacked
 
-.PHONY: build run test test-short deps bench lint docs clean bench-ksm
+.PHONY: build run test test-short deps bench lint docs clean bench-ksm bench-image
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
@@ -45,8 +45,13 @@ deps:
 bench-ksm: deps
 	$(GO) run ./tools/ksmbench -procs 8 -mib 256 -window 240s -rounds 1
 
+## bench-image: berth image import beside GNU tar extraction of the same
+## tarballs (busybox rootfs, 5000 small files), as a ratio (root; ~2 minutes).
+bench-image: deps
+	$(GO) test -run '^$$' -bench ImportVsTar -benchtime 5x -count 1 ./internal/image/
+
 ## bench: API read throughput and p99 latency beside a bare net/http handler.
-bench: bench-ksm
+bench: bench-ksm bench-image
 	$(GO) run ./tools/apibench -duration 5s -rounds 3 -concurrency 32
 
 lint:

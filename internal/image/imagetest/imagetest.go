@@ -241,3 +241,28 @@ func WriteOCIArchive(w io.Writer, arch string, layers []Layer) error {
 	}
 	return WriteTar(w, es)
 }
+
+// DebootstrapCache is where tests keep debootstrap's downloaded packages
+// between runs, so CI reruns build Debian images without the network.
+const DebootstrapCache = "/var/cache/berth-test/debootstrap"
+
+// RequireRoot skips the test unless BERTH_TEST_ROOT=1 and it runs as root.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("BERTH_TEST_ROOT") != "1" || os.Geteuid() != 0 {
+		t.Skipf("%s needs root: run with BERTH_TEST_ROOT=1 as root (make test sets it)", why)
+	}
+}
+
+// Debian builds a bookworm image with debootstrap into s (open it with
+// image.WithDebootstrapCache(DebootstrapCache) to reuse downloads), with
+// extra packages include. It needs root and Debian's archive the first time.
+func Debian(t testing.TB, s *image.Store, name string, include ...string) api.Image {
+	t.Helper()
+	RequireRoot(t, "debootstrap")
+	img, err := s.Build(context.Background(), name, image.BuildOptions{Include: include}, Logger{t})
+	if err != nil {
+		t.Fatalf("build Debian image: %v", err)
+	}
+	return img
+}

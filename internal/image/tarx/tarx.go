@@ -134,6 +134,7 @@ func Extract(ctx context.Context, r io.Reader, root string, o Options) (Stats, e
 	if !x.asRoot {
 		x.o.Owners = false
 	}
+	defer x.dropCache()
 	tr := tar.NewReader(r)
 	var dirs []dirTime
 	for {
@@ -195,6 +196,19 @@ type extractor struct {
 	// layer holds the paths written by this stream, which an opaque
 	// whiteout in the same stream must not hide.
 	layer map[string]bool
+	buf   []byte
+	// cacheDir/cacheFD remember the last parent directory opened; any
+	// removal or new symlink drops it, since either may change what a
+	// path resolves to.
+	cacheDir string
+	cacheFD  int
+}
+
+func (x *extractor) dropCache() {
+	if x.cacheDir != "" {
+		unix.Close(x.cacheFD)
+		x.cacheDir = ""
+	}
 }
 
 // parent opens the parent directory of rel, resolved inside the root, and
@@ -210,6 +224,10 @@ func (x *extractor) parent(rel string) (int, string, error) {
 	if dir == "" {
 		dir = "."
 	}
+	if x.cacheDir == dir {
+		fd, err := unix.Dup(x.cacheFD)
+		return fd, base, err
+	}
 	fd, err := x.openDir(dir)
 	if errors.Is(err, unix.ENOENT) {
 		if err := x.mkdirAll(dir); err != nil {
@@ -219,6 +237,10 @@ func (x *extractor) parent(rel string) (int, string, error) {
 	}
 	if err != nil {
 		return -1, "", fmt.Errorf("open parent %s inside the root: %w", dir, err)
+	}
+	x.dropCache()
+	if c, err := unix.Dup(fd); err == nil {
+		x.cacheDir, x.cacheFD = dir, c
 	}
 	return fd, base, nil
 }
@@ -267,8 +289,10 @@ func (x *extractor) removeExisting(pfd int, base string, keepDir bool) (bool, er
 		if keepDir {
 			return true, nil
 		}
+		x.dropCache()
 		return false, os.RemoveAll(procPath(pfd, base))
 	}
+	x.dropCache()
 	return false, unix.Unlinkat(pfd, base, 0)
 }
 
@@ -316,6 +340,7 @@ func (x *extractor) entry(hdr *tar.Header, rel string, r io.Reader) error {
 		if _, err := x.removeExisting(pfd, base, false); err != nil {
 			return err
 		}
+		x.dropCache()
 		if err := unix.Symlinkat(hdr.Linkname, pfd, base); err != nil {
 			return fmt.Errorf("symlink: %w", err)
 		}
@@ -428,6 +453,7 @@ func (x *extractor) whiteout(kind WhiteoutKind, target string) error {
 		}
 		return nil
 	}
+	x.dropCache()
 	fd, err := x.openDir(target)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
@@ -471,7 +497,10 @@ func (x *extractor) copyFile(f *os.File, r io.Reader, size int64) error {
 			}
 		}
 	}
-	buf := make([]byte, 128<<10)
+	if x.buf == nil {
+		x.buf = make([]byte, 128<<10)
+	}
+	buf := x.buf
 	var off int64
 	for {
 		n, err := r.Read(buf)
