@@ -1,0 +1,552 @@
+// Package cgroup places processes in control groups and sets their limits
+// on cgroup v2, on cgroup v1 and on hybrid hosts where each controller may
+// live on either hierarchy (such as a host whose memory, pids and cpu
+// controllers are only on v1 while the unified tree carries none of them).
+// For every controller it picks the hierarchy that has it, so one Group is
+// a set of directories, one per hierarchy used.
+//
+// It knows nothing about containers: callers name a group ("berth/101")
+// and give Limits. The cgroup mount root is a parameter, so tests can run
+// on a temporary tree.
+package cgroup
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Controllers this package manages.
+var Controllers = []string{"memory", "pids", "cpu", "cpuset", "freezer"}
+
+// Layout says where each controller lives.
+type Layout struct {
+	// Root is the cgroup mount root, normally /sys/fs/cgroup.
+	Root string
+	// Unified is the cgroup2 mount path, or "" when there is none.
+	Unified string
+	// V1 maps a controller to its v1 hierarchy mount path.
+	V1 map[string]string
+	// V2 lists the controllers available at the unified root.
+	V2 []string
+}
+
+// Detect reads mountinfo (normally /proc/self/mountinfo) and returns the
+// layout. Paths in mountinfo are used as they are, so a test may point
+// them into a temporary tree.
+func Detect(mountinfo io.Reader) (Layout, error) {
+	l := Layout{V1: map[string]string{}}
+	sc := bufio.NewScanner(mountinfo)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		sep := slices.Index(f, "-")
+		if sep < 5 || len(f) < sep+4 {
+			continue
+		}
+		mnt, fstype, opts := unescape(f[4]), f[sep+1], f[sep+3]
+		switch fstype {
+		case "cgroup2":
+			if l.Unified == "" {
+				l.Unified = mnt
+			}
+		case "cgroup":
+			for _, o := range strings.Split(opts, ",") {
+				if slices.Contains(Controllers, o) || o == "cpuacct" {
+					if _, ok := l.V1[o]; !ok {
+						l.V1[o] = mnt
+					}
+				}
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return l, fmt.Errorf("read mountinfo: %w", err)
+	}
+	if l.Unified != "" {
+		b, err := os.ReadFile(filepath.Join(l.Unified, "cgroup.controllers"))
+		if err == nil {
+			l.V2 = strings.Fields(string(b))
+		}
+	}
+	if l.Unified == "" && len(l.V1) == 0 {
+		return l, errors.New("no cgroup file system is mounted: mount cgroup2 on /sys/fs/cgroup")
+	}
+	return l, nil
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for space).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// DetectHost is Detect on /proc/self/mountinfo.
+func DetectHost() (Layout, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return Layout{}, fmt.Errorf("detect cgroups: %w", err)
+	}
+	defer f.Close()
+	return Detect(f)
+}
+
+// where returns the hierarchy path holding controller c and whether it is
+// the unified one; "" if the controller is missing.
+func (l Layout) where(c string) (string, bool) {
+	if l.Unified != "" && slices.Contains(l.V2, c) {
+		return l.Unified, true
+	}
+	if c == "freezer" && l.Unified != "" && len(l.V1["freezer"]) == 0 {
+		// cgroup v2 has a built-in freezer (cgroup.freeze).
+		return l.Unified, true
+	}
+	if p, ok := l.V1[c]; ok {
+		return p, false
+	}
+	return "", false
+}
+
+// Has reports whether controller c is available on some hierarchy.
+func (l Layout) Has(c string) bool {
+	p, _ := l.where(c)
+	return p != ""
+}
+
+// Describe says which hierarchy serves each controller, for logs and docs.
+func (l Layout) Describe() string {
+	var parts []string
+	for _, c := range Controllers {
+		p, v2 := l.where(c)
+		switch {
+		case p == "":
+			parts = append(parts, c+"=none")
+		case v2:
+			parts = append(parts, c+"=v2")
+		default:
+			parts = append(parts, c+"=v1")
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// Limits are the resource limits of a group; zero values mean unlimited
+// (or the kernel default).
+type Limits struct {
+	// MemoryBytes is the RAM limit; SwapBytes the swap allowed on top.
+	MemoryBytes, SwapBytes int64
+	// Pids is the maximum number of tasks.
+	Pids int64
+	// CPUQuota is the number of CPUs' worth of time per period (1.5 =
+	// one and a half CPUs); 0 is no quota.
+	CPUQuota float64
+	// CPUWeight is the relative share, 1 to 10000 (100 is the default,
+	// like cgroup v2's cpu.weight and Proxmox's cpuunits).
+	CPUWeight int
+	// CPUs restricts the group to a cpuset such as "0-1"; "" is all.
+	CPUs string
+}
+
+// Group is one control group across the hierarchies.
+type Group struct {
+	l    Layout
+	name string
+	// dirs maps each hierarchy path used to the group's directory in it.
+	dirs map[string]string
+}
+
+// Open returns the group named name (a relative slash path such as
+// "berth/101") without creating anything.
+func (l Layout) Open(name string) (*Group, error) {
+	name = strings.Trim(name, "/")
+	if name == "" || strings.Contains(name, "..") {
+		return nil, fmt.Errorf("cgroup name %q is not a relative path", name)
+	}
+	g := &Group{l: l, name: name, dirs: map[string]string{}}
+	for _, c := range Controllers {
+		if p, _ := l.where(c); p != "" {
+			g.dirs[p] = filepath.Join(p, name)
+		}
+	}
+	if l.Unified != "" {
+		g.dirs[l.Unified] = filepath.Join(l.Unified, name)
+	}
+	if p, ok := l.V1["cpuacct"]; ok {
+		g.dirs[p] = filepath.Join(p, name)
+	}
+	return g, nil
+}
+
+// Dirs returns the group's directory in each hierarchy, sorted.
+func (g *Group) Dirs() []string {
+	var out []string
+	for _, d := range g.dirs {
+		out = append(out, d)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Create makes the group's directories and applies lim. On cgroup v2 it
+// enables the needed controllers in the parents' subtree_control; on v1
+// it initialises cpuset from the parent.
+func (g *Group) Create(lim Limits) error {
+	for h, d := range g.dirs {
+		if h == g.l.Unified {
+			if err := g.enableV2(); err != nil {
+				return err
+			}
+		}
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("create cgroup %s: %w", d, err)
+		}
+		if p, ok := g.l.V1["cpuset"]; ok && p == h {
+			if err := initCpuset(p, d); err != nil {
+				return err
+			}
+		}
+	}
+	return g.Set(lim)
+}
+
+// enableV2 turns on the v2 controllers this package uses in every
+// ancestor's cgroup.subtree_control.
+func (g *Group) enableV2() error {
+	var want []string
+	for _, c := range []string{"memory", "pids", "cpu", "cpuset"} {
+		if slices.Contains(g.l.V2, c) {
+			want = append(want, "+"+c)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	dir := g.l.Unified
+	for _, part := range strings.Split(g.name, "/") {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(strings.Join(want, " ")), 0); err != nil {
+			return fmt.Errorf("enable cgroup v2 controllers %v in %s: %w", want, dir, err)
+		}
+		dir = filepath.Join(dir, part)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create cgroup %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// initCpuset copies cpuset.cpus and cpuset.mems down from the v1 root to
+// dir, creating ancestors: a v1 cpuset group starts empty and refuses
+// tasks until both are set.
+func initCpuset(root, dir string) error {
+	rel, err := filepath.Rel(root, dir)
+	if err != nil {
+		return err
+	}
+	cur := root
+	for _, part := range strings.Split(rel, "/") {
+		parent := cur
+		cur = filepath.Join(cur, part)
+		if err := os.MkdirAll(cur, 0o755); err != nil {
+			return fmt.Errorf("create cgroup %s: %w", cur, err)
+		}
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			b, err := os.ReadFile(filepath.Join(cur, f))
+			if err == nil && strings.TrimSpace(string(b)) != "" {
+				continue
+			}
+			pv, err := os.ReadFile(filepath.Join(parent, f))
+			if err != nil {
+				return fmt.Errorf("init cpuset: %w", err)
+			}
+			if err := os.WriteFile(filepath.Join(cur, f), pv, 0); err != nil {
+				return fmt.Errorf("init cpuset %s: %w", cur, err)
+			}
+		}
+	}
+	return nil
+}
+
+// file returns the group's path of a control file of controller c.
+func (g *Group) file(c, name string) (string, bool, error) {
+	h, v2 := g.l.where(c)
+	if h == "" {
+		return "", false, fmt.Errorf("the %s cgroup controller is not available on this host (%s)", c, g.l.Describe())
+	}
+	return filepath.Join(g.dirs[h], name), v2, nil
+}
+
+func write(path, val string) error {
+	if err := os.WriteFile(path, []byte(val), 0); err != nil {
+		return fmt.Errorf("cgroup: write %q to %s: %w", val, path, err)
+	}
+	return nil
+}
+
+// Set applies lim to an existing group. Unlimited values are written as
+// such, so Set also lifts limits.
+func (g *Group) Set(lim Limits) error {
+	if err := g.setMemory(lim); err != nil {
+		return err
+	}
+	if lim.Pids > 0 || g.l.Has("pids") {
+		p, _, err := g.file("pids", "pids.max")
+		if err != nil {
+			return err
+		}
+		v := "max"
+		if lim.Pids > 0 {
+			v = strconv.FormatInt(lim.Pids, 10)
+		}
+		if err := write(p, v); err != nil {
+			return err
+		}
+	}
+	if err := g.setCPU(lim); err != nil {
+		return err
+	}
+	if lim.CPUs != "" {
+		p, _, err := g.file("cpuset", "cpuset.cpus")
+		if err != nil {
+			return err
+		}
+		if err := write(p, lim.CPUs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *Group) setMemory(lim Limits) error {
+	if lim.MemoryBytes == 0 && !g.l.Has("memory") {
+		return nil
+	}
+	h, v2 := g.l.where("memory")
+	if h == "" {
+		return fmt.Errorf("a memory limit needs the memory cgroup controller, which this host lacks (%s)", g.l.Describe())
+	}
+	d := g.dirs[h]
+	if v2 {
+		mem, swap := "max", "max"
+		if lim.MemoryBytes > 0 {
+			mem = strconv.FormatInt(lim.MemoryBytes, 10)
+			swap = strconv.FormatInt(lim.SwapBytes, 10)
+		}
+		if err := write(filepath.Join(d, "memory.max"), mem); err != nil {
+			return err
+		}
+		if _, err := os.Stat(filepath.Join(d, "memory.swap.max")); err == nil {
+			if err := write(filepath.Join(d, "memory.swap.max"), swap); err != nil {
+				return err
+			}
+		}
+		// The whole group is killed together on OOM only when asked;
+		// the default kills the biggest task, which keeps init alive.
+		return nil
+	}
+	// v1: memsw (RAM + swap) must stay >= the RAM limit, so order the
+	// writes by whether the limit grows or shrinks.
+	mem, memsw := "-1", "-1"
+	if lim.MemoryBytes > 0 {
+		mem = strconv.FormatInt(lim.MemoryBytes, 10)
+		memsw = strconv.FormatInt(lim.MemoryBytes+lim.SwapBytes, 10)
+	}
+	swFile := filepath.Join(d, "memory.memsw.limit_in_bytes")
+	_, swErr := os.Stat(swFile)
+	if swErr == nil {
+		// Lift memsw first so that lowering or raising RAM always fits.
+		_ = write(swFile, "-1")
+	}
+	if err := write(filepath.Join(d, "memory.limit_in_bytes"), mem); err != nil {
+		return err
+	}
+	if swErr == nil {
+		return write(swFile, memsw)
+	}
+	return nil
+}
+
+func (g *Group) setCPU(lim Limits) error {
+	if !g.l.Has("cpu") {
+		if lim.CPUQuota > 0 || lim.CPUWeight > 0 {
+			return fmt.Errorf("CPU limits need the cpu cgroup controller, which this host lacks (%s)", g.l.Describe())
+		}
+		return nil
+	}
+	h, v2 := g.l.where("cpu")
+	d := g.dirs[h]
+	const period = 100000
+	weight := lim.CPUWeight
+	if weight == 0 {
+		weight = 100
+	}
+	if v2 {
+		q := "max"
+		if lim.CPUQuota > 0 {
+			q = strconv.Itoa(int(lim.CPUQuota * period))
+		}
+		if err := write(filepath.Join(d, "cpu.max"), q+" "+strconv.Itoa(period)); err != nil {
+			return err
+		}
+		return write(filepath.Join(d, "cpu.weight"), strconv.Itoa(weight))
+	}
+	q := "-1"
+	if lim.CPUQuota > 0 {
+		q = strconv.Itoa(int(lim.CPUQuota * period))
+	}
+	if err := write(filepath.Join(d, "cpu.cfs_period_us"), strconv.Itoa(period)); err != nil {
+		return err
+	}
+	if err := write(filepath.Join(d, "cpu.cfs_quota_us"), q); err != nil {
+		return err
+	}
+	// v1 shares: 1024 is the default, as weight 100 is on v2.
+	return write(filepath.Join(d, "cpu.shares"), strconv.Itoa(weight*1024/100))
+}
+
+// Add moves process pid (all its threads) into the group on every
+// hierarchy.
+func (g *Group) Add(pid int) error {
+	for _, d := range g.Dirs() {
+		if err := write(filepath.Join(d, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Procs returns the PIDs in the group (from the first hierarchy that has
+// the group).
+func (g *Group) Procs() ([]int, error) {
+	var last error
+	for _, d := range g.Dirs() {
+		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		if err != nil {
+			last = err
+			continue
+		}
+		var out []int
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+		return out, nil
+	}
+	return nil, last
+}
+
+// Freeze stops (true) or thaws (false) every task of the group and waits
+// until the kernel reports the new state.
+func (g *Group) Freeze(on bool) error {
+	h, v2 := g.l.where("freezer")
+	if h == "" {
+		return fmt.Errorf("freezing needs the freezer cgroup controller, which this host lacks (%s)", g.l.Describe())
+	}
+	d := g.dirs[h]
+	var file, val, want string
+	if v2 {
+		file, val, want = "cgroup.freeze", "0", "0"
+		if on {
+			val, want = "1", "1"
+		}
+	} else {
+		file, val, want = "freezer.state", "THAWED", "THAWED"
+		if on {
+			val, want = "FROZEN", "FROZEN"
+		}
+	}
+	if err := write(filepath.Join(d, file), val); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := g.Frozen()
+		if err == nil && st == on {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup %s did not reach %s within 10 seconds", d, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Frozen reports whether the group is frozen.
+func (g *Group) Frozen() (bool, error) {
+	h, v2 := g.l.where("freezer")
+	if h == "" {
+		return false, nil
+	}
+	d := g.dirs[h]
+	if v2 {
+		b, err := os.ReadFile(filepath.Join(d, "cgroup.events"))
+		if err != nil {
+			return false, err
+		}
+		return strings.Contains(string(b), "frozen 1"), nil
+	}
+	b, err := os.ReadFile(filepath.Join(d, "freezer.state"))
+	if err != nil {
+		return false, err
+	}
+	return strings.TrimSpace(string(b)) == "FROZEN", nil
+}
+
+// MemoryUsage returns the group's current memory use in bytes.
+func (g *Group) MemoryUsage() (int64, error) {
+	h, v2 := g.l.where("memory")
+	if h == "" {
+		return 0, errors.New("no memory controller")
+	}
+	name := "memory.usage_in_bytes"
+	if v2 {
+		name = "memory.current"
+	}
+	b, err := os.ReadFile(filepath.Join(g.dirs[h], name))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+}
+
+// Remove deletes the group's directories, waiting up to wait for the
+// kernel to release a group whose tasks just died. Missing directories are
+// not an error.
+func (g *Group) Remove(wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	var errs []error
+	for _, d := range g.Dirs() {
+		for {
+			err := os.Remove(d)
+			if err == nil || errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,754 @@
+// Package container is berth's system-container driver (guest kind
+// "container"): unprivileged by default (a user namespace whose root is a
+// per-guest subordinate id range), with an overlayfs root whose lower layer
+// is the image's shared read-only rootfs, id-mapped into the guest's range
+// with an idmapped mount, and a per-guest writable layer under
+// DATA/containers/ID. Mount, PID, UTS, IPC, network and cgroup namespaces,
+// cgroup v1/v2 limits, a seccomp filter, a reduced capability bounding set,
+// a minimal /dev and masked /proc complete the isolation.
+//
+// No berth process stays alive per container: a re-exec'd helper
+// (package ctinit) sets the container up from inside its namespaces and
+// replaces itself with the container's init. The driver finds running
+// containers again through DATA/containers/ID/init.pid (PID and start
+// time) and their cgroups, so containers survive daemon restarts and
+// crashes and are re-adopted.
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/cgroup"
+	"github.com/berthhq/berth/internal/ctinit"
+	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/store"
+)
+
+// Hidden berth subcommands the driver re-executes.
+const (
+	InitMode = "__ct-init"
+	ExecMode = "__ct-exec"
+)
+
+// ImageSource resolves an image name to its read-only root directory;
+// *image.Store satisfies it.
+type ImageSource interface {
+	RootFS(name string) (string, error)
+}
+
+// Options configure a Driver.
+type Options struct {
+	// DataDir is the daemon's data directory; containers live in
+	// DataDir/containers.
+	DataDir string
+	// Store records each guest's id-map slot.
+	Store store.Store
+	// Images resolves image names.
+	Images ImageSource
+	// Self is the berth binary to re-execute (default: os.Executable).
+	Self string
+	// SysRoot is where /sys is (bridge checks); default "/sys".
+	SysRoot string
+	// Cgroups is the cgroup layout; zero means detect on the host.
+	Cgroups *cgroup.Layout
+	// IPTool is ip(8); default found in PATH.
+	IPTool string
+	Log    *slog.Logger
+}
+
+// Driver runs system containers. It is safe for concurrent use.
+type Driver struct {
+	o    Options
+	dir  string
+	cg   cgroup.Layout
+	cpus int
+
+	mu      sync.Mutex
+	perID   map[int]*sync.Mutex
+	waiters map[int]*exec.Cmd
+}
+
+var _ guest.Driver = (*Driver)(nil)
+
+// New returns a driver. It creates DataDir/containers (mode 0711: the
+// guests' id ranges must traverse it to reach their layers).
+func New(o Options) (*Driver, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.SysRoot == "" {
+		o.SysRoot = "/sys"
+	}
+	if o.Self == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("container driver: find the berth binary: %w", err)
+		}
+		o.Self = self
+	}
+	if o.IPTool == "" {
+		if p, err := exec.LookPath("ip"); err == nil {
+			o.IPTool = p
+		} else {
+			o.IPTool = "/sbin/ip"
+		}
+	}
+	d := &Driver{o: o, dir: filepath.Join(o.DataDir, "containers"), cpus: runtime.NumCPU(),
+		perID: map[int]*sync.Mutex{}, waiters: map[int]*exec.Cmd{}}
+	if o.Cgroups != nil {
+		d.cg = *o.Cgroups
+	} else {
+		l, err := cgroup.DetectHost()
+		if err != nil {
+			return nil, fmt.Errorf("container driver: %w", err)
+		}
+		d.cg = l
+	}
+	if err := os.MkdirAll(d.dir, 0o711); err != nil {
+		return nil, fmt.Errorf("container driver: %w", err)
+	}
+	if err := os.Chmod(d.dir, 0o711); err != nil {
+		return nil, fmt.Errorf("container driver: %w", err)
+	}
+	return d, nil
+}
+
+// Kind is api.GuestContainer.
+func (d *Driver) Kind() api.GuestKind { return api.GuestContainer }
+
+// CgroupLayout describes where each cgroup controller lives on this host.
+func (d *Driver) CgroupLayout() string { return d.cg.Describe() }
+
+// lock serialises operations on one container.
+func (d *Driver) lock(id int) func() {
+	d.mu.Lock()
+	m, ok := d.perID[id]
+	if !ok {
+		m = &sync.Mutex{}
+		d.perID[id] = m
+	}
+	d.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+func (d *Driver) gdir(id int) string        { return filepath.Join(d.dir, strconv.Itoa(id)) }
+func (d *Driver) upper(id int) string       { return filepath.Join(d.gdir(id), "upper") }
+func (d *Driver) work(id int) string        { return filepath.Join(d.gdir(id), "work") }
+func (d *Driver) rootMount(id int) string   { return filepath.Join(d.gdir(id), "rootfs") }
+func (d *Driver) pidFile(id int) string     { return filepath.Join(d.gdir(id), "init.pid") }
+func (d *Driver) consoleLog(id int) string  { return filepath.Join(d.gdir(id), "console.log") }
+func (d *Driver) snapshotDir(id int) string { return filepath.Join(d.gdir(id), "snapshots") }
+func cgroupName(id int) string              { return "berth/" + strconv.Itoa(id) }
+
+// Validate checks the container options, that the image exists and that
+// every NIC's bridge exists. It only reads.
+func (d *Driver) Validate(cfg api.Guest) map[string]string {
+	s, bad := parse(cfg, d.cpus)
+	if _, dup := bad[KeyImage]; !dup && s.Image != "" && d.o.Images != nil {
+		if _, err := d.o.Images.RootFS(s.Image); err != nil {
+			bad[KeyImage] = fmt.Sprintf("unknown image %q: %v", s.Image, err)
+		}
+	}
+	for _, n := range s.Nets {
+		if err := d.checkBridge(n.Bridge); err != nil {
+			bad[KeyNetPrefix+strconv.Itoa(n.Index)] = err.Error()
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return bad
+}
+
+func (d *Driver) checkBridge(br string) error {
+	if _, err := os.Stat(filepath.Join(d.o.SysRoot, "class/net", br, "bridge")); err != nil {
+		return fmt.Errorf("bridge %q does not exist on this host: create it first (ip link add %s type bridge) or name another", br, br)
+	}
+	return nil
+}
+
+// settingsOf parses cfg or returns a *guest.ValidationError.
+func (d *Driver) settingsOf(cfg api.Guest) (settings, error) {
+	s, bad := parse(cfg, d.cpus)
+	if len(bad) > 0 {
+		return s, &guest.ValidationError{Fields: bad}
+	}
+	return s, nil
+}
+
+// Create makes the container's directories and allocates its id range.
+// A failure removes what it made.
+func (d *Driver) Create(ctx context.Context, cfg api.Guest, log guest.Logger) (err error) {
+	defer d.lock(cfg.ID)()
+	s, err := d.settingsOf(cfg)
+	if err != nil {
+		return err
+	}
+	if d.o.Images == nil {
+		return errors.New("no image store configured")
+	}
+	if _, err := d.o.Images.RootFS(s.Image); err != nil {
+		return fmt.Errorf("image %q: %w", s.Image, err)
+	}
+	if _, err := os.Stat(d.gdir(cfg.ID)); err == nil {
+		// Left over from a create that crashed half-way: the guest's
+		// configuration was just registered, so nothing else owns it.
+		log.Printf("removing leftover directory %s", d.gdir(cfg.ID))
+		if err := os.RemoveAll(d.gdir(cfg.ID)); err != nil {
+			return fmt.Errorf("remove leftover container directory: %w", err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(d.gdir(cfg.ID))
+			_ = d.releaseIDMap(context.WithoutCancel(ctx), cfg.ID)
+		}
+	}()
+	uid := 0
+	if !s.Privileged {
+		m, err := d.allocIDMap(ctx, cfg.ID)
+		if err != nil {
+			return err
+		}
+		uid = m.Base
+		log.Printf("user namespace: root in the container is uid/gid %d on the host (%d ids)", m.Base, IDMapSize)
+	} else {
+		log.Printf("privileged container: no user namespace, root in the container is root on the host")
+	}
+	if err := d.makeLayer(cfg.ID, uid); err != nil {
+		return err
+	}
+	log.Printf("created container %d from image %s (writable layer %s)", cfg.ID, s.Image, d.upper(cfg.ID))
+	return nil
+}
+
+// makeLayer creates an empty writable layer owned by uid (the container's
+// root on the host).
+func (d *Driver) makeLayer(id, uid int) error {
+	if err := os.MkdirAll(d.gdir(id), 0o711); err != nil {
+		return fmt.Errorf("create container directory: %w", err)
+	}
+	for _, p := range []string{d.upper(id), d.work(id), d.rootMount(id)} {
+		if err := os.Mkdir(p, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("create %s: %w", p, err)
+		}
+		if err := os.Chown(p, uid, uid); err != nil {
+			return fmt.Errorf("chown %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// runtimeState is DATA/containers/ID/init.pid: who the running init is.
+type runtimeState struct {
+	PID        int    `json:"pid"`
+	StartTime  uint64 `json:"starttime"`
+	HaltSignal int    `json:"haltsignal"`
+	Privileged bool   `json:"privileged,omitempty"`
+	Started    int64  `json:"started"`
+}
+
+// running returns the state of guest id's init if it is alive.
+func (d *Driver) running(id int) (runtimeState, bool) {
+	b, err := os.ReadFile(d.pidFile(id))
+	if err != nil {
+		return runtimeState{}, false
+	}
+	var rs runtimeState
+	if json.Unmarshal(b, &rs) != nil || rs.PID <= 1 {
+		return runtimeState{}, false
+	}
+	st, err := ctinit.StartTime(rs.PID)
+	if err != nil || st != rs.StartTime {
+		return rs, false
+	}
+	if state, err := ctinit.State(rs.PID); err != nil || state == 'Z' || state == 'X' {
+		return rs, false
+	}
+	return rs, true
+}
+
+// Status reports running, paused (frozen) or stopped, with init's PID.
+func (d *Driver) Status(ctx context.Context, cfg api.Guest) (guest.State, error) {
+	rs, ok := d.running(cfg.ID)
+	if !ok {
+		return guest.State{Status: api.GuestStopped}, nil
+	}
+	st := guest.State{Status: api.GuestRunning, PID: rs.PID, Details: map[string]string{
+		"cgroup": cgroupName(cfg.ID), "uptime": strconv.FormatInt(time.Now().Unix()-rs.Started, 10),
+	}}
+	if g, err := d.cg.Open(cgroupName(cfg.ID)); err == nil {
+		if frozen, _ := g.Frozen(); frozen {
+			st.Status = api.GuestPaused
+		}
+		if m, err := g.MemoryUsage(); err == nil {
+			st.Details["memory"] = strconv.FormatInt(m, 10)
+		}
+		if p, err := g.Procs(); err == nil {
+			st.Details["processes"] = strconv.Itoa(len(p))
+		}
+	}
+	return st, nil
+}
+
+// Adopt re-attaches to a container that kept running while the daemon was
+// away. Nothing but the pidfile and the cgroup tie berth to a container,
+// so this is Status; a stopped container's leftovers (pidfile, cgroup)
+// are cleaned up.
+func (d *Driver) Adopt(ctx context.Context, cfg api.Guest) (guest.State, error) {
+	st, err := d.Status(ctx, cfg)
+	if err == nil && st.Status == api.GuestStopped {
+		defer d.lock(cfg.ID)()
+		d.cleanup(cfg.ID)
+	}
+	return st, err
+}
+
+// cleanup removes a stopped container's runtime leftovers.
+func (d *Driver) cleanup(id int) {
+	_ = os.Remove(d.pidFile(id))
+	if g, err := d.cg.Open(cgroupName(id)); err == nil {
+		if err := g.Remove(2 * time.Second); err != nil {
+			d.o.Log.Warn("container cgroup", "guest", id, "err", err)
+		}
+	}
+	for i := 0; i < MaxNICs; i++ {
+		name := hostVeth(id, i)
+		if _, err := os.Stat(filepath.Join(d.o.SysRoot, "class/net", name)); err == nil {
+			_ = exec.Command(d.o.IPTool, "link", "del", name).Run()
+		}
+	}
+}
+
+// limits turns settings into cgroup limits.
+func (s settings) limits() cgroup.Limits {
+	l := cgroup.Limits{MemoryBytes: s.MemoryMiB << 20, SwapBytes: s.SwapMiB << 20, Pids: s.Pids,
+		CPUQuota: s.CPULimit, CPUWeight: s.CPUUnits}
+	if s.Cores > 0 {
+		l.CPUs = fmt.Sprintf("0-%d", s.Cores-1)
+		if s.Cores == 1 {
+			l.CPUs = "0"
+		}
+	}
+	return l
+}
+
+// Start boots the container: cgroup, namespaces, id-mapped overlay root,
+// network, then init. A failure undoes everything it did.
+func (d *Driver) Start(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	defer d.lock(cfg.ID)()
+	return d.start(ctx, cfg, log)
+}
+
+func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (err error) {
+	id := cfg.ID
+	s, err := d.settingsOf(cfg)
+	if err != nil {
+		return err
+	}
+	if _, ok := d.running(id); ok {
+		return fmt.Errorf("container %d is already running", id)
+	}
+	d.cleanup(id)
+	if d.o.Images == nil {
+		return errors.New("no image store configured")
+	}
+	lower, err := d.o.Images.RootFS(s.Image)
+	if err != nil {
+		return fmt.Errorf("image %q: %w", s.Image, err)
+	}
+	for _, n := range s.Nets {
+		if err := d.checkBridge(n.Bridge); err != nil {
+			return fmt.Errorf("net%d: %w", n.Index, err)
+		}
+	}
+	base := 0
+	if !s.Privileged {
+		m, err := d.lookupIDMap(ctx, id)
+		if err != nil {
+			return err
+		}
+		base = m.Base
+	}
+	if _, err := os.Stat(d.upper(id)); err != nil {
+		return fmt.Errorf("container %d has no writable layer (%v): was it created on this node?", id, err)
+	}
+	grp, err := d.cg.Open(cgroupName(id))
+	if err != nil {
+		return err
+	}
+	if err := grp.Create(s.limits()); err != nil {
+		_ = grp.Remove(time.Second)
+		return err
+	}
+	defer func() {
+		if err != nil {
+			d.cleanup(id)
+		}
+	}()
+
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socketpair: %w", err)
+	}
+	parentSock := fds[0]
+	defer unix.Close(parentSock)
+	childSock := os.NewFile(uintptr(fds[1]), "ct-init-sock")
+	logf, err := os.OpenFile(d.consoleLog(id), os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		childSock.Close()
+		return fmt.Errorf("console log: %w", err)
+	}
+	// The helper is executed through an inherited descriptor: after the
+	// switch to the guest's ids the binary's directory may not be
+	// searchable (a 0700 build or data directory).
+	bin, err := os.Open(d.o.Self)
+	if err != nil {
+		childSock.Close()
+		logf.Close()
+		return fmt.Errorf("open berth binary: %w", err)
+	}
+	defer bin.Close()
+	cmd := &exec.Cmd{
+		Path:       "/proc/self/fd/4",
+		Args:       []string{"berth", InitMode},
+		Env:        []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GOMAXPROCS=1"},
+		Stdout:     logf,
+		Stderr:     logf,
+		ExtraFiles: []*os.File{childSock, bin},
+		Dir:        "/",
+	}
+	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: flags}
+	if !s.Privileged {
+		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWUSER
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: IDMapSize}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: IDMapSize}}
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
+	err = cmd.Start()
+	childSock.Close()
+	logf.Close()
+	if err != nil {
+		return fmt.Errorf("start container init helper: %w", err)
+	}
+	pid := cmd.Process.Pid
+	defer func() {
+		if err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}()
+	if err := grp.Add(pid); err != nil {
+		return err
+	}
+	rootFD, err := overlayMount(pid, lower, d.upper(id), d.work(id), !s.Privileged)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(rootFD)
+	spec := ctinit.Spec{Root: d.rootMount(id), Hostname: s.Hostname, Init: s.Init, Privileged: s.Privileged, IPTool: d.o.IPTool}
+	for _, n := range s.Nets {
+		if err := d.addNIC(id, pid, n); err != nil {
+			return fmt.Errorf("net%d: %w", n.Index, err)
+		}
+		cn := ctinit.Net{Name: n.Name, Gateway: n.Gateway, DHCP: n.IP == "dhcp"}
+		if n.IP != "dhcp" && n.IP != "manual" {
+			cn.Address = n.IP
+		}
+		spec.Nets = append(spec.Nets, cn)
+	}
+	if err := ctinit.SendSpec(parentSock, spec, rootFD); err != nil {
+		return err
+	}
+	if err := ctinit.WaitReady(parentSock); err != nil {
+		return fmt.Errorf("%w (see %s)", err, d.consoleLog(id))
+	}
+	st, err := ctinit.StartTime(pid)
+	if err != nil {
+		return fmt.Errorf("container init exited at once: see %s", d.consoleLog(id))
+	}
+	rs := runtimeState{PID: pid, StartTime: st, HaltSignal: int(haltSignal(lower, d.upper(id), s.Init)),
+		Privileged: s.Privileged, Started: time.Now().Unix()}
+	b, _ := json.Marshal(rs)
+	if err := writeAtomic(d.pidFile(id), b); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.waiters[id] = cmd
+	d.mu.Unlock()
+	go func() {
+		_ = cmd.Wait() // reap init when it exits while this daemon runs
+		d.mu.Lock()
+		if d.waiters[id] == cmd {
+			delete(d.waiters, id)
+		}
+		d.mu.Unlock()
+	}()
+	if log != nil {
+		log.Printf("container %d started: init PID %d, hostname %s", id, pid, s.Hostname)
+	}
+	return nil
+}
+
+// overlayMount builds the container's root as a detached overlayfs mount:
+// the image's rootfs (id-mapped into the user namespace of pid unless
+// privileged) below, the guest's layer above. It returns the mount fd.
+func overlayMount(pid int, lower, upper, work string, idmap bool) (int, error) {
+	tree, err := unix.OpenTree(unix.AT_FDCWD, lower, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("open image rootfs %s: %w", lower, err)
+	}
+	defer unix.Close(tree)
+	if idmap {
+		ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, fmt.Errorf("open user namespace: %w", err)
+		}
+		defer unix.Close(ns)
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_NODEV, Userns_fd: uint64(ns)}
+		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+			return -1, fmt.Errorf("id-map the image rootfs (needs a kernel with idmapped mounts, 5.12 or later, and a file system that supports them): %w", err)
+		}
+	}
+	fs, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("overlayfs: %w", err)
+	}
+	defer unix.Close(fs)
+	if err := unix.FsconfigSetFd(fs, "lowerdir+", tree); err != nil {
+		return -1, fmt.Errorf("overlayfs lower layer: %w", err)
+	}
+	for k, v := range map[string]string{"upperdir": upper, "workdir": work} {
+		if err := unix.FsconfigSetString(fs, k, v); err != nil {
+			return -1, fmt.Errorf("overlayfs %s %s: %w", k, v, err)
+		}
+	}
+	if err := unix.FsconfigCreate(fs); err != nil {
+		return -1, fmt.Errorf("create overlayfs: %w", err)
+	}
+	m, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("mount overlayfs: %w", err)
+	}
+	return m, nil
+}
+
+// haltSignal picks the signal that makes the container's init power off:
+// SIGUSR2 for busybox init, SIGRTMIN+4 for systemd, SIGTERM for berth's
+// minimal init (no init in the image), SIGPWR otherwise (sysvinit, LXC's
+// default).
+func haltSignal(lower, upper string, initArgv []string) unix.Signal {
+	path := "/sbin/init"
+	if len(initArgv) > 0 {
+		path = initArgv[0]
+	}
+	var target string
+	found := false
+	for _, layer := range []string{upper, lower} {
+		p := filepath.Join(layer, path)
+		if _, err := os.Lstat(p); err != nil {
+			continue
+		}
+		found = true
+		if t, err := filepath.EvalSymlinks(p); err == nil {
+			target = t
+		} else if t, err := os.Readlink(p); err == nil {
+			target = t
+		} else {
+			target = p
+		}
+		break
+	}
+	switch {
+	case !found:
+		return unix.SIGTERM
+	case strings.Contains(filepath.Base(target), "busybox"):
+		return unix.SIGUSR2
+	case strings.Contains(target, "systemd"):
+		return unix.Signal(38) // SIGRTMIN+4: poweroff
+	}
+	return unix.SIGPWR
+}
+
+// Stop kills the container at once: SIGKILL to init ends its PID
+// namespace and every process in it.
+func (d *Driver) Stop(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	defer d.lock(cfg.ID)()
+	return d.stop(ctx, cfg.ID, log)
+}
+
+func (d *Driver) stop(ctx context.Context, id int, log guest.Logger) error {
+	rs, ok := d.running(id)
+	if !ok {
+		d.cleanup(id)
+		return nil
+	}
+	// A frozen group cannot die: thaw it first.
+	if g, err := d.cg.Open(cgroupName(id)); err == nil {
+		if fz, _ := g.Frozen(); fz {
+			_ = g.Freeze(false)
+		}
+	}
+	if err := d.signalAndWait(ctx, rs, unix.SIGKILL, 30*time.Second); err != nil {
+		return err
+	}
+	d.cleanup(id)
+	if log != nil {
+		log.Printf("container %d stopped", id)
+	}
+	return nil
+}
+
+// signalAndWait sends sig to init through a pidfd and waits up to timeout
+// for it to exit; it reports whether it did.
+func (d *Driver) signalAndWait(ctx context.Context, rs runtimeState, sig unix.Signal, timeout time.Duration) error {
+	pfd, err := unix.PidfdOpen(rs.PID, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil
+		}
+		return fmt.Errorf("pidfd of init %d: %w", rs.PID, err)
+	}
+	defer unix.Close(pfd)
+	// The PID may have been recycled between reading the pidfile and
+	// opening the pidfd: check the start time again.
+	if st, err := ctinit.StartTime(rs.PID); err != nil || st != rs.StartTime {
+		return nil
+	}
+	if err := unix.PidfdSendSignal(pfd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signal init %d: %w", rs.PID, err)
+	}
+	return waitPidfd(ctx, pfd, rs.PID, timeout)
+}
+
+// errTimeout says a process did not exit in time.
+var errTimeout = errors.New("timed out")
+
+func waitPidfd(ctx context.Context, pfd, pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return errTimeout
+		}
+		step := min(left, 100*time.Millisecond)
+		fds := []unix.PollFd{{Fd: int32(pfd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, int(step/time.Millisecond)+1)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("wait for %d: %w", pid, err)
+		}
+		if n > 0 {
+			// Exited; a child of this daemon is reaped by its waiter,
+			// which may lag: a zombie counts as gone.
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// Shutdown asks init to power off (the signal its kind of init expects)
+// and stops the container hard if it is still up after timeout.
+func (d *Driver) Shutdown(ctx context.Context, cfg api.Guest, timeout time.Duration, log guest.Logger) error {
+	defer d.lock(cfg.ID)()
+	return d.shutdown(ctx, cfg.ID, timeout, log)
+}
+
+func (d *Driver) shutdown(ctx context.Context, id int, timeout time.Duration, log guest.Logger) error {
+	rs, ok := d.running(id)
+	if !ok {
+		d.cleanup(id)
+		return nil
+	}
+	if g, err := d.cg.Open(cgroupName(id)); err == nil {
+		if fz, _ := g.Frozen(); fz {
+			_ = g.Freeze(false)
+		}
+	}
+	sig := unix.Signal(rs.HaltSignal)
+	if sig == 0 {
+		sig = unix.SIGPWR
+	}
+	if log != nil {
+		log.Printf("asking container %d to shut down (signal %d to init), timeout %s", id, int(sig), timeout)
+	}
+	err := d.signalAndWait(ctx, rs, sig, timeout)
+	if errors.Is(err, errTimeout) {
+		if log != nil {
+			log.Printf("container %d did not shut down within %s: stopping it", id, timeout)
+		}
+		return d.stop(context.WithoutCancel(ctx), id, log)
+	}
+	if err != nil {
+		return err
+	}
+	d.cleanup(id)
+	if log != nil {
+		log.Printf("container %d shut down", id)
+	}
+	return nil
+}
+
+// Destroy removes the container's writable layer, snapshots and id range.
+// The image is untouched.
+func (d *Driver) Destroy(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	defer d.lock(cfg.ID)()
+	if _, ok := d.running(cfg.ID); ok {
+		return fmt.Errorf("container %d is running: stop it first", cfg.ID)
+	}
+	d.cleanup(cfg.ID)
+	if err := os.RemoveAll(d.gdir(cfg.ID)); err != nil {
+		return fmt.Errorf("remove container %d: %w", cfg.ID, err)
+	}
+	if err := d.releaseIDMap(ctx, cfg.ID); err != nil {
+		return err
+	}
+	if log != nil {
+		log.Printf("removed container %d's layer %s", cfg.ID, d.gdir(cfg.ID))
+	}
+	return nil
+}
+
+// writeAtomic writes data to path through a synced temporary file and a
+// rename.
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,110 @@
+// Package seccomp builds and installs the system-call filter berth puts on
+// container processes: a classic-BPF program that refuses (EPERM) the calls
+// a container must not make — loading kernel modules, kexec, handle-based
+// opens, the kernel keyring, bpf, perf events, … — and allows the rest. It
+// also refuses every call of the 32-bit and x32 ABIs on x86-64, whose
+// different numbers would otherwise slip past the list.
+//
+// It is a deny list, like LXC's and Docker's defaults, not a sandbox for
+// hostile code that must stay inside a minimal allow list.
+package seccomp
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"runtime"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Denied maps the refused system calls to their x86-64 numbers.
+var Denied = map[string]uint32{
+	"kexec_load":        unix.SYS_KEXEC_LOAD,
+	"kexec_file_load":   unix.SYS_KEXEC_FILE_LOAD,
+	"init_module":       unix.SYS_INIT_MODULE,
+	"finit_module":      unix.SYS_FINIT_MODULE,
+	"delete_module":     unix.SYS_DELETE_MODULE,
+	"create_module":     unix.SYS_CREATE_MODULE,
+	"open_by_handle_at": unix.SYS_OPEN_BY_HANDLE_AT,
+	"name_to_handle_at": unix.SYS_NAME_TO_HANDLE_AT,
+	"keyctl":            unix.SYS_KEYCTL,
+	"add_key":           unix.SYS_ADD_KEY,
+	"request_key":       unix.SYS_REQUEST_KEY,
+	"bpf":               unix.SYS_BPF,
+	"perf_event_open":   unix.SYS_PERF_EVENT_OPEN,
+	"iopl":              unix.SYS_IOPL,
+	"ioperm":            unix.SYS_IOPERM,
+	"swapon":            unix.SYS_SWAPON,
+	"swapoff":           unix.SYS_SWAPOFF,
+	"acct":              unix.SYS_ACCT,
+	"lookup_dcookie":    unix.SYS_LOOKUP_DCOOKIE,
+	"userfaultfd":       unix.SYS_USERFAULTFD,
+	"quotactl":          unix.SYS_QUOTACTL,
+	"nfsservctl":        unix.SYS_NFSSERVCTL,
+	"get_kernel_syms":   unix.SYS_GET_KERNEL_SYMS,
+	"query_module":      unix.SYS_QUERY_MODULE,
+	"syslog":            unix.SYS_SYSLOG,
+	"kcmp":              unix.SYS_KCMP,
+	"fanotify_init":     unix.SYS_FANOTIFY_INIT,
+	"settimeofday":      unix.SYS_SETTIMEOFDAY,
+	"clock_settime":     unix.SYS_CLOCK_SETTIME,
+	"clock_adjtime":     unix.SYS_CLOCK_ADJTIME,
+	"adjtimex":          unix.SYS_ADJTIMEX,
+}
+
+const (
+	auditArchX8664 = 0xc000003e
+	x32SyscallBit  = 0x40000000
+	// Offsets in struct seccomp_data.
+	offNr   = 0
+	offArch = 4
+)
+
+// Program returns the filter as classic BPF instructions.
+func Program() []unix.SockFilter {
+	errno := uint32(unix.SECCOMP_RET_ERRNO | (uint32(unix.EPERM) & unix.SECCOMP_RET_DATA))
+	allow := uint32(unix.SECCOMP_RET_ALLOW)
+	nrs := slices.Sorted(maps.Values(Denied))
+	stmt := func(code uint16, k uint32) unix.SockFilter { return unix.SockFilter{Code: code, K: k} }
+	jump := func(code uint16, k uint32, jt, jf uint8) unix.SockFilter {
+		return unix.SockFilter{Code: code, K: k, Jt: jt, Jf: jf}
+	}
+	p := []unix.SockFilter{
+		stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, offArch),
+		jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, auditArchX8664, 1, 0),
+		stmt(unix.BPF_RET|unix.BPF_K, errno),
+		stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, offNr),
+		// x32 numbers have bit 30 set.
+		jump(unix.BPF_JMP|unix.BPF_JGE|unix.BPF_K, x32SyscallBit, 0, 1),
+		stmt(unix.BPF_RET|unix.BPF_K, errno),
+	}
+	// For each denied number: if equal, jump to the final "deny" (which
+	// is len(nrs)-i instructions ahead after the allow).
+	for i, n := range nrs {
+		p = append(p, jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, n, uint8(len(nrs)-i), 0))
+	}
+	p = append(p, stmt(unix.BPF_RET|unix.BPF_K, allow), stmt(unix.BPF_RET|unix.BPF_K, errno))
+	return p
+}
+
+// Install sets no_new_privs and loads the filter for every thread of the
+// calling process (SECCOMP_FILTER_FLAG_TSYNC). The filter is inherited
+// across fork and execve and cannot be removed.
+func Install() error {
+	if runtime.GOARCH != "amd64" {
+		return fmt.Errorf("seccomp filter: only x86-64 is supported, not %s", runtime.GOARCH)
+	}
+	prog := Program()
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("seccomp: set no_new_privs: %w", err)
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	_, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	runtime.KeepAlive(prog)
+	if errno != 0 {
+		return fmt.Errorf("seccomp: load filter: %w", errno)
+	}
+	return nil
+}
