@@ -12,8 +12,8 @@ package seccomp
 import (
 	"fmt"
 	"maps"
-	"slices"
 	"runtime"
+	"slices"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
