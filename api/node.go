@@ -32,6 +32,9 @@ type NodeStatus struct {
 	RootFS   FSUsage  `json:"rootfs"`
 	BootInfo BootInfo `json:"boot-info"`
 	KSM      KSM      `json:"ksm"`
+	// ESP is the quick state of the synced EFI system partitions (`berth
+	// boot status`); absent when the host has no ESP list.
+	ESP *BootStatus `json:"esp,omitempty"`
 	// BerthVersion is the version of the daemon that answered, if it says.
 	BerthVersion string `json:"berth-version,omitempty"`
 }

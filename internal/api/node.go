@@ -26,6 +26,7 @@ func (sv *Services) nodeRoutes() []Route {
 			Handle: func(r *Request) (any, error) {
 				st, err := sv.Host.Status()
 				st.BerthVersion = sv.Version
+				st.ESP = sv.BootSummary()
 				if sv.KSM != nil {
 					if c, cerr := sv.KSM.Config(r.Context()); cerr == nil {
 						st.KSM.Mode = c.Mode

@@ -29,6 +29,9 @@ type Services struct {
 	Images *image.Store
 	// HostNet manages /etc/network/interfaces (nil: its routes answer 503).
 	HostNet *hostnet.Manager
+	// BootRoot is the root whose /etc/kernel and /boot the boot routes
+	// manage ("" is "/").
+	BootRoot string
 	// CAPEM and CertPEM are the cluster CA and this node's certificate.
 	CAPEM, CertPEM []byte
 }
@@ -39,6 +42,7 @@ func (sv *Services) Routes() []Route {
 	rs = append(rs, sv.accessRoutes()...)
 	rs = append(rs, sv.taskRoutes()...)
 	rs = append(rs, sv.nodeRoutes()...)
+	rs = append(rs, sv.bootRoutes()...)
 	rs = append(rs, sv.guestRoutes()...)
 	rs = append(rs, sv.ksmRoutes()...)
 	rs = append(rs, sv.imageRoutes()...)

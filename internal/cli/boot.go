@@ -3,9 +3,11 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -72,7 +74,7 @@ boot sectors and written from userspace with mtools, never mounted.
 		}
 	}
 
-	var quiet bool
+	var quiet, viaDaemon bool
 	status := &cobra.Command{
 		Use:   "status [--quiet]",
 		Short: "Show the boot mode and, per ESP, its loader, kernels and whether it is in sync",
@@ -83,6 +85,19 @@ of sync. With --quiet: no output, exit 2 if /etc/kernel/proxmox-boot-uuids does
 not exist, else 0 (what proxmox-boot-tool's grub hooks test).`,
 		Args: args(0, 0, "no arguments"),
 		RunE: func(c *cobra.Command, _ []string) error {
+			if viaDaemon {
+				var st wire.BootStatus
+				if err := e.do(c.Context(), "GET", "/api/v1/node/boot/status", nil, &st); err != nil {
+					return err
+				}
+				return e.show(st, func(w io.Writer) {
+					kv(w, "boot mode", st.BootMode, "secure boot", st.SecureBoot, "managed", st.Configured, "kernels", dash(strings.Join(st.Kernels, ", ")))
+					row(w, "ESP", "DEVICE", "MODE", "IN SYNC", "VERSIONS", "ERROR")
+					for _, x := range st.ESPs {
+						row(w, x.UUID, dash(x.Device), dash(x.Mode), x.InSync, dash(strings.Join(x.Versions, ", ")), dash(x.Error))
+					}
+				})
+			}
 			t := tool()
 			if quiet {
 				_, err := t.UUIDs()
@@ -119,6 +134,7 @@ not exist, else 0 (what proxmox-boot-tool's grub hooks test).`,
 		},
 	}
 	status.Flags().BoolVarP(&quiet, "quiet", "q", false, "no output; exit 2 if no ESP list exists")
+	status.Flags().BoolVar(&viaDaemon, "daemon", false, "ask the daemon (local socket or --server) instead of reading the ESPs directly")
 
 	var force bool
 	format := &cobra.Command{
@@ -167,6 +183,7 @@ a disk for a UEFI machine from a BIOS host).`,
 	clean.Flags().BoolVar(&dry, "dry-run", false, "only report, change nothing")
 
 	var installing, hook string
+	var refreshDaemon, bg bool
 	refresh := &cobra.Command{
 		Use:   "refresh",
 		Short: "Copy the selected kernels to every listed ESP and update loader entries (crash-safe)",
@@ -178,6 +195,9 @@ an interrupted refresh leaves every ESP bootable; unchanged files are not
 rewritten. One failing ESP does not stop the others (exit 1).`,
 		Args: args(0, 0, "no arguments"),
 		RunE: func(c *cobra.Command, _ []string) error {
+			if refreshDaemon {
+				return e.runTask(c.Context(), "POST", "/api/v1/node/boot/refresh", struct{}{}, bg)
+			}
 			switch hook {
 			case "", "zz-proxmox-boot", "zz-berth-boot":
 			case "proxmox-auto-removal":
@@ -191,6 +211,8 @@ rewritten. One failing ESP does not stop the others (exit 1).`,
 		},
 	}
 	refresh.Flags().StringVar(&installing, "installing", "", "kernel version being installed (kernel hooks pass it)")
+	refresh.Flags().BoolVar(&refreshDaemon, "daemon", false, "run the refresh as a task of the daemon (local socket or --server)")
+	asyncFlags(refresh, &bg)
 	refresh.Flags().StringVar(&hook, "hook", "", "proxmox-boot-tool compatibility: run only this hook (zz-proxmox-boot or proxmox-auto-removal)")
 
 	var bin string
@@ -274,4 +296,25 @@ func testKillHook() func(string) error {
 		}
 		return nil
 	}
+}
+
+// espSummary is node status's one-line view of the ESPs.
+func espSummary(b *wire.BootStatus) string {
+	if b == nil {
+		return "not managed (no /etc/kernel/proxmox-boot-uuids)"
+	}
+	ok := 0
+	var bad []string
+	for _, e := range b.ESPs {
+		if e.InSync {
+			ok++
+		} else {
+			bad = append(bad, e.UUID)
+		}
+	}
+	s := fmt.Sprintf("%d of %d in sync", ok, len(b.ESPs))
+	if len(bad) > 0 {
+		s += " (check " + strings.Join(bad, ", ") + " with 'berth boot status')"
+	}
+	return s
 }

@@ -50,6 +50,7 @@ func (e *env) nodeStatus() *cobra.Command {
 					"root fs", fmt.Sprintf("%s of %s used (%s)", gib(s.RootFS.Used), gib(s.RootFS.Total), pct(s.RootFS.Used, s.RootFS.Total)),
 					"boot mode", boot,
 					"ksm", fmt.Sprintf("run=%d shared=%d sharing=%d saved=%s mode=%s", s.KSM.Run, s.KSM.PagesShared, s.KSM.PagesSharing, gib(s.KSM.Saved), dash(s.KSM.Mode)),
+					"esp", espSummary(s.ESP),
 					"berth", s.BerthVersion)
 			})
 		},

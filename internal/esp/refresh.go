@@ -144,6 +144,11 @@ func LoaderConf(old, def string) string {
 // the version a package hook is installing ("" for none). One ESP failing
 // does not stop the others; the error then names every failed ESP.
 func (t *Tool) Refresh(ctx context.Context, installing string) error {
+	unlock, err := t.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	uuids, err := t.UUIDs()
 	if errors.Is(err, ErrNotConfigured) {
 		t.warnf("No /etc/kernel/proxmox-boot-uuids found, skipping ESP sync.")

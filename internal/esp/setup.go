@@ -79,6 +79,11 @@ func (t *Tool) Format(ctx context.Context, arg string, force bool) error {
 		}
 	}
 	t.outf("Formatting '%s' as vfat..", arg)
+	unlock, err := t.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := t.mkfs(ctx, p); err != nil {
 		return err
 	}
@@ -142,7 +147,13 @@ func (t *Tool) Init(ctx context.Context, arg, mode string, force, refresh bool) 
 	if p.UUID == "" {
 		return &InputError{fmt.Sprintf("E: '%s' has no UUID set, required for mounting. Format it with 'berth boot format %s'.", arg, arg)}
 	}
-	if err := t.install(ctx, p, mode); err != nil {
+	unlock, err := t.lock(ctx)
+	if err != nil {
+		return err
+	}
+	err = t.install(ctx, p, mode)
+	unlock()
+	if err != nil {
 		return err
 	}
 	t.outf("Adding '%s' to list of synced ESPs..", arg)
@@ -216,6 +227,11 @@ func (t *Tool) installSystemdBoot(ctx context.Context, v *volume) error {
 // Reinit re-installs the boot loader on every listed ESP, keeping each
 // one's mode.
 func (t *Tool) Reinit(ctx context.Context) error {
+	unlock, err := t.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	uuids, err := t.UUIDs()
 	if err != nil {
 		return err

@@ -42,8 +42,15 @@ type ESPReport struct {
 	Error string
 }
 
-// Status inspects every listed ESP without changing anything.
-func (t *Tool) Status() (*Report, error) {
+// Status inspects every listed ESP without changing anything, reading
+// every loader entry, kernel and initrd on it to find damage.
+func (t *Tool) Status() (*Report, error) { return t.status(true) }
+
+// QuickStatus is Status without reading the files' contents: directories
+// and entries only (what node status shows).
+func (t *Tool) QuickStatus() (*Report, error) { return t.status(false) }
+
+func (t *Tool) status(deep bool) (*Report, error) {
 	r := &Report{BootMode: "bios"}
 	if t.EFIBooted() {
 		r.BootMode = "efi"
@@ -98,7 +105,7 @@ func (t *Tool) Status() (*Report, error) {
 			er.Error = fmt.Sprintf("no boot loader found (neither loader/ with EFI/proxmox/ nor grub/): %v", err)
 		}
 		er.Versions, err = v.versions(er.Mode)
-		if err == nil && er.Mode == ModeSystemdBoot {
+		if err == nil && deep && er.Mode == ModeSystemdBoot {
 			err = v.checkEntries(er.Versions)
 		}
 		v.close()

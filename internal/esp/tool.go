@@ -3,6 +3,7 @@ package esp
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // State files, relative to Tool.Root (the names proxmox-boot-tool uses, so
@@ -188,4 +191,34 @@ func WriteAtomic(path string, data []byte, mode os.FileMode) error {
 		d.Close()
 	}
 	return nil
+}
+
+// lock takes an exclusive flock on /etc/kernel/.berth-boot.lock so that a
+// refresh from a package hook and one from the daemon never write the
+// same ESP at once. It waits up to the context's deadline.
+func (t *Tool) lock(ctx context.Context) (func(), error) {
+	p := t.path("etc/kernel/.berth-boot.lock")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", p, err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", p, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("another berth boot operation holds %s: %w", p, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
