@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/image/tarx"
 	"github.com/berthhq/berth/internal/store"
@@ -71,11 +73,12 @@ func (s *Store) begin(ctx context.Context, name string) (*work, func(), error) {
 // commit scans the finished root, moves the work dir into place and
 // records the image: the record is the commit point.
 func (w *work) commit(ctx context.Context, img api.Image, log Logger) (api.Image, error) {
-	log.Printf("scanning the root file system")
+	t0 := time.Now()
 	sc, err := Scan(w.rootfs())
 	if err != nil {
 		return api.Image{}, err
 	}
+	log.Printf("scanned %d entries (digest, size, OS) in %v", sc.Files, time.Since(t0).Round(time.Millisecond))
 	img.Name = w.name
 	img.Size, img.Files, img.Digest = sc.Size, sc.Files, sc.Digest
 	img.Architecture, img.OSRelease = sc.Architecture, sc.OSRelease
@@ -86,9 +89,13 @@ func (w *work) commit(ctx context.Context, img api.Image, log Logger) (api.Image
 	img.Formats = []string{api.ImageFormatRootFS}
 	img.Paths = nil
 	final := filepath.Join(w.s.dir, w.name)
-	if err := syncDir(w.dir); err != nil {
+	// Every file of the root must be on disk before the record says the
+	// image exists: one syncfs flushes them all.
+	t0 = time.Now()
+	if err := syncFS(w.dir); err != nil {
 		return api.Image{}, err
 	}
+	log.Printf("flushed to disk in %v", time.Since(t0).Round(time.Millisecond))
 	if err := os.Rename(w.dir, final); err != nil {
 		return api.Image{}, fmt.Errorf("image %q: move into place: %w", w.name, err)
 	}
@@ -104,6 +111,19 @@ func (w *work) commit(ctx context.Context, img api.Image, log Logger) (api.Image
 	w.s.log.Info("image added", "image", w.name, "source", img.Source, "files", img.Files, "size", img.Size)
 	log.Printf("image %s: %d files, %s, digest %s", w.name, img.Files, humanBytes(img.Size), img.Digest)
 	return w.s.fill(img), nil
+}
+
+// syncFS flushes all dirty data of the file system holding dir.
+func syncFS(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
 }
 
 // syncDir flushes a directory's entries (a rename) to disk.
@@ -200,6 +220,7 @@ func (w *work) importTar(ctx context.Context, source string, log Logger) error {
 	}
 	defer r.Close()
 	log.Printf("extracting %s tarball %s", kind, source)
+	t0 := time.Now()
 	st, err := tarx.Extract(ctx, r, w.rootfs(), tarx.Options{Owners: true})
 	if err != nil {
 		return fmt.Errorf("%s tarball: %w", kind, err)
@@ -207,7 +228,7 @@ func (w *work) importTar(ctx context.Context, source string, log Logger) error {
 	if err := r.Close(); err != nil {
 		return fmt.Errorf("%s tarball: %w", kind, err)
 	}
-	log.Printf("extracted %d entries", st.Entries)
+	log.Printf("extracted %d entries in %v", st.Entries, time.Since(t0).Round(time.Millisecond))
 	if st.Skipped > 0 {
 		log.Printf("warning: %d owners, xattrs or device nodes not restored (not running as root)", st.Skipped)
 	}

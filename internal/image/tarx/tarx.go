@@ -328,9 +328,9 @@ func (x *extractor) entry(hdr *tar.Header, rel string, r io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("create: %w", err)
 		}
-		f := os.NewFile(uintptr(fd), rel)
-		err = x.copyFile(f, r, hdr.Size)
-		if cerr := f.Close(); err == nil {
+		// Plain fd writes: an *os.File would register with the poller.
+		err = x.copyFile(fd, r, hdr.Size)
+		if cerr := unix.Close(fd); err == nil {
 			err = cerr
 		}
 		if err != nil {
@@ -485,13 +485,13 @@ func (x *extractor) whiteout(kind WhiteoutKind, target string) error {
 // copyFile writes a file's content, leaving holes where the content is
 // zero blocks (sparse tar entries and zero-filled files stay sparse), after
 // checking that the file fits on the file system.
-func (x *extractor) copyFile(f *os.File, r io.Reader, size int64) error {
+func (x *extractor) copyFile(fd int, r io.Reader, size int64) error {
 	if max := x.o.MaxFileSize; max > 0 && size > max {
 		return fmt.Errorf("the entry is %d bytes, more than the limit of %d", size, max)
 	}
 	if x.o.MaxFileSize == 0 && size > 1<<30 {
 		var fs unix.Statfs_t
-		if err := unix.Fstatfs(int(f.Fd()), &fs); err == nil {
+		if err := unix.Fstatfs(fd, &fs); err == nil {
 			if free := int64(fs.Bavail) * fs.Bsize; size > free {
 				return fmt.Errorf("the entry is %d bytes, more than the %d bytes free on the image file system", size, free)
 			}
@@ -508,10 +508,16 @@ func (x *extractor) copyFile(f *os.File, r io.Reader, size int64) error {
 			if isZero(buf[:n]) {
 				off += int64(n)
 			} else {
-				if _, werr := f.WriteAt(buf[:n], off); werr != nil {
-					return werr
+				for b := buf[:n]; len(b) > 0; {
+					w, werr := unix.Pwrite(fd, b, off)
+					if werr == unix.EINTR {
+						continue
+					}
+					if werr != nil {
+						return werr
+					}
+					b, off = b[w:], off+int64(w)
 				}
-				off += int64(n)
 			}
 		}
 		if errors.Is(err, io.EOF) {
@@ -521,7 +527,7 @@ func (x *extractor) copyFile(f *os.File, r io.Reader, size int64) error {
 			return err
 		}
 	}
-	return f.Truncate(off)
+	return unix.Ftruncate(fd, off)
 }
 
 func isZero(b []byte) bool {
