@@ -41,9 +41,9 @@ deps:
 	@scripts/unpack-debs $(UNPACK_DIR) $(UNPACK_DEBS)
 
 ## bench-ksm: berth's KSM tuner beside Debian's ksmtuned on the host's real KSM
-## (root; ~9 minutes; results in BENCHMARKS.md).
+## (root; ~25 minutes; results in BENCHMARKS.md).
 bench-ksm: deps
-	$(GO) run ./tools/ksmbench -procs 8 -mib 256 -window 240s -rounds 1
+	$(GO) run ./tools/ksmbench -procs 8 -mib 256 -window 300s -rounds 2
 
 ## bench-image: berth image import beside GNU tar extraction of the same
 ## tarballs (busybox rootfs, 5000 small files), as a ratio (root; ~2 minutes).

@@ -110,7 +110,7 @@ type KSMConfig struct {
 	// merging has stalled (KSM_NPAGES_DECAY).
 	NpagesDecay int `json:"npages-decay"`
 	// NpagesMin and NpagesMax bound pages_to_scan (KSM_NPAGES_MIN,
-	// KSM_NPAGES_MAX; berth's max is 2500).
+	// KSM_NPAGES_MAX; berth's max is 10000, bounded by MaxCPU).
 	NpagesMin int `json:"npages-min"`
 	NpagesMax int `json:"npages-max"`
 	// ThresCoef is the percentage of memory that must stay available;

@@ -61,9 +61,9 @@ func TestDecide(t *testing.T) {
 			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 5000, FullScans: 6}}, tracked,
 			want{ActBoost, -1, 1200, 10, true}},
 		{"boost is clamped to npages-max", def,
-			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 2000, SleepMillisecs: 10, PagesSharing: 5000, FullScans: 6}},
-			State{Started: true, Npages: 2000, Sharing: 1000, GainScans: 5, Tracking: true},
-			want{ActBoost, -1, 2500, 10, true}},
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 8000, SleepMillisecs: 10, PagesSharing: 5000, FullScans: 6}},
+			State{Started: true, Npages: 8000, Sharing: 1000, GainScans: 5, Tracking: true},
+			want{ActBoost, -1, 10000, 10, true}},
 		{"memory short, first scan without merges yet: double", def,
 			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 5}}, tracked,
 			want{ActBoost, -1, 1200, 10, true}},
@@ -71,6 +71,9 @@ func TestDecide(t *testing.T) {
 			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 100, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 5}},
 			State{Started: true, Npages: 100, Sharing: 1000, GainScans: 5, Tracking: true},
 			want{ActBoost, -1, 400, 10, true}},
+		{"the tail of a merge (under 1% more) does not keep ksmd busy", def,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1009, FullScans: 7}}, tracked,
+			want{ActConverged, -1, 64, 100, true}},
 		{"two full scans without merges: converged, drop to npages-min", def,
 			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 7}}, tracked,
 			want{ActConverged, -1, 64, 100, true}},
@@ -135,7 +138,7 @@ func TestDecideSequence(t *testing.T) {
 		{3, 2000, 1, ActBoost, 600},
 		{3, 9000, 2, ActBoost, 1200},
 		{3, 20000, 4, ActBoost, 2400},
-		{3, 20000, 5, ActBoost, 2500}, // memory short, one quiet scan: boost
+		{3, 20000, 5, ActBoost, 4800}, // memory short, one quiet scan: boost
 		{3, 20000, 6, ActConverged, 64},
 		{3, 20000, 9, ActHold, 64},
 		{3, 25000, 10, ActBoost, 364}, // a new workload merges: boost again

@@ -16,7 +16,8 @@
 // of memory (ksmtuned through KSM_THRES_COEF in its environment; berth
 // through its thres-coef setting). Everything else is each tuner's default:
 // ksmtuned's 60 s monitor interval, boost 300, max 1250; berth's 10 s
-// interval, doubling while merging progresses, max 2500, 50% CPU cap.
+// interval, doubling while memory is short or merging progresses, max
+// 10000, 50% CPU cap, slowing down once merging has converged.
 // berth's tuner runs in-process: the same internal/ksm Service the daemon
 // runs, on a temporary store. ksmtuned runs as /usr/sbin/ksmtuned with its
 // pid file and debug log in a temporary directory and is killed (its
@@ -28,7 +29,7 @@
 //
 // Usage:
 //
-//	go run ./tools/ksmbench [-procs 8] [-mib 256] [-window 240s] [-rounds 1] [-thres-coef 99] [-json] [-keep-logs]
+//	go run ./tools/ksmbench [-procs 8] [-mib 256] [-window 300s] [-rounds 2] [-thres-coef 99] [-json] [-keep-logs]
 package main
 
 import (
@@ -78,8 +79,8 @@ type result struct {
 func main() {
 	procs := flag.Int("procs", 8, "workload processes")
 	mib := flag.Int("mib", 256, "MiB of identical pages per process")
-	window := flag.Duration("window", 240*time.Second, "how long each tuner runs per round")
-	rounds := flag.Int("rounds", 1, "rounds per tuner (alternating)")
+	window := flag.Duration("window", 300*time.Second, "how long each tuner runs per round")
+	rounds := flag.Int("rounds", 2, "rounds per tuner (alternating)")
 	coef := flag.Int("thres-coef", 99, "memory threshold in percent given to both tuners")
 	asJSON := flag.Bool("json", false, "print JSON instead of Markdown")
 	flag.BoolVar(&keepLogs, "keep-logs", false, "keep each tuner's decision log and print where")
