@@ -8,6 +8,7 @@ import (
 	"github.com/berthhq/berth/internal/hostnet"
 	"github.com/berthhq/berth/internal/image"
 	"github.com/berthhq/berth/internal/ksm"
+	"github.com/berthhq/berth/internal/netboot"
 	"github.com/berthhq/berth/internal/node"
 	"github.com/berthhq/berth/internal/store"
 	"github.com/berthhq/berth/internal/task"
@@ -29,6 +30,8 @@ type Services struct {
 	Images *image.Store
 	// HostNet manages /etc/network/interfaces (nil: its routes answer 503).
 	HostNet *hostnet.Manager
+	// Netboot is the network boot service (nil: its routes answer 503).
+	Netboot *netboot.Service
 	// BootRoot is the root whose /etc/kernel and /boot the boot routes
 	// manage ("" is "/").
 	BootRoot string
@@ -44,8 +47,10 @@ func (sv *Services) Routes() []Route {
 	rs = append(rs, sv.nodeRoutes()...)
 	rs = append(rs, sv.bootRoutes()...)
 	rs = append(rs, sv.guestRoutes()...)
+	rs = append(rs, sv.containerRoutes()...)
 	rs = append(rs, sv.ksmRoutes()...)
 	rs = append(rs, sv.imageRoutes()...)
 	rs = append(rs, sv.hostnetRoutes()...)
+	rs = append(rs, sv.netbootRoutes()...)
 	return rs
 }

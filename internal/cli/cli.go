@@ -150,6 +150,8 @@ unix socket locally, or over HTTPS with --server and --token.`,
 	root.AddCommand(e.ksmCmd(), e.ksmWorkloadCmd())
 	root.AddCommand(e.netCmd(), e.hostnetHelperCmd())
 	root.AddCommand(e.bootCmd())
+	root.AddCommand(e.netbootCmd())
+	root.AddCommand(e.ctCmd())
 	root.AddCommand(e.ctHelperCmds()...)
 	return root
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/berthhq/berth/internal/guest"
 	"github.com/berthhq/berth/internal/hostnet"
 	"github.com/berthhq/berth/internal/ksm"
+	"github.com/berthhq/berth/internal/netboot"
 	"github.com/berthhq/berth/internal/node"
 	"github.com/berthhq/berth/internal/store"
 	"github.com/berthhq/berth/internal/task"
@@ -132,7 +133,9 @@ func Run(ctx context.Context, o Options) error {
 	if err := tasks.Prune(ctx); err != nil {
 		log.Warn("task retention", "err", err)
 	}
+	o.Drivers = withContainerDriver(o, st, log)
 	reg := guest.NewRegistry(st, o.Drivers...)
+	adoptContainers(ctx, reg, log)
 	imgs, err := openImages(ctx, st, o, reg, log)
 	if err != nil {
 		return err
@@ -153,6 +156,18 @@ func Run(ctx context.Context, o Options) error {
 	defer sv.HostNet.Close()
 	if err := sv.HostNet.Resume(ctx); err != nil {
 		log.Warn("network rollback at start", "err", err)
+	}
+	// Network boot: off unless enabled, and then only on the configured
+	// interfaces (internal/netboot). A failure to serve is logged and
+	// shown by 'berth netboot status'; the daemon still starts.
+	nb, err := netboot.New(ctx, netboot.Options{Store: st, DataDir: o.DataDir, Log: log.With("area", "netboot")})
+	if err != nil {
+		return err
+	}
+	sv.Netboot = nb
+	defer nb.Close()
+	if err := nb.Start(ctx); err != nil {
+		log.Error("netboot not serving", "err", err)
 	}
 	srv, err := api.NewServer(log, au, o.Version, sv.Routes())
 	if err != nil {

@@ -44,6 +44,8 @@ type ExecRequest struct {
 	Stdout, Stderr io.Writer
 	// TTY asks for a pseudo-terminal; Stderr is then merged into Stdout.
 	TTY bool
+	// Env adds VAR=VALUE entries to the command's environment.
+	Env []string
 }
 
 // Driver runs one kind of guest. The registry owns configurations; a driver

@@ -60,6 +60,12 @@ func (d *Driver) Exec(ctx context.Context, cfg api.Guest, req guest.ExecRequest)
 	if req.TTY {
 		args = append(args, "--env", "TERM=xterm")
 	}
+	for _, e := range req.Env {
+		if !strings.Contains(e, "=") {
+			return 0, &guest.ValidationError{Fields: map[string]string{"env": fmt.Sprintf("%q is not VAR=VALUE", e)}}
+		}
+		args = append(args, "--env", e)
+	}
 	args = append(args, "--")
 	args = append(args, req.Argv...)
 	cmd := &exec.Cmd{Path: d.o.Self, Args: args, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GOMAXPROCS=1"}, Dir: "/"}
