@@ -18,26 +18,51 @@ const GuestKey = "ksm"
 // ValidateGuest checks the ksm key of a guest configuration; drivers call
 // it from Validate and merge its result into theirs.
 func ValidateGuest(cfg api.Guest) map[string]string {
-	if _, err := GuestMerge(cfg); err != nil {
+	if _, err := GuestChoice(cfg); err != nil {
 		return map[string]string{GuestKey: err.Error()}
 	}
 	return nil
 }
 
-// GuestMerge tells whether cfg allows its memory to be merged: true unless
-// the config says ksm=0.
-func GuestMerge(cfg api.Guest) (bool, error) {
+// Choice is a guest's KSM choice.
+type Choice int
+
+// Guest KSM choices.
+const (
+	// ChoiceDefault: the config does not say. VMs are mergeable (QEMU's
+	// and Proxmox's default); containers keep the kernel's default, where
+	// only memory a program marks itself is merged.
+	ChoiceDefault Choice = iota
+	// ChoiceOn (ksm=1): VMs mergeable; containers mergeable as a whole.
+	ChoiceOn
+	// ChoiceOff (ksm=0): never merge this guest's memory.
+	ChoiceOff
+)
+
+// GuestChoice reads the ksm key of cfg.
+func GuestChoice(cfg api.Guest) (Choice, error) {
 	v, ok := cfg.Config[GuestKey]
 	if !ok {
-		return true, nil
+		return ChoiceDefault, nil
 	}
 	switch v {
 	case "1", "on", "yes", "true":
-		return true, nil
+		return ChoiceOn, nil
 	case "0", "off", "no", "false":
-		return false, nil
+		return ChoiceOff, nil
 	}
-	return false, fmt.Errorf("%q is not a KSM choice: use 1 to allow merging this guest's memory or 0 to opt out", v)
+	return ChoiceDefault, fmt.Errorf("%q is not a KSM choice: use 1 to allow merging this guest's memory or 0 to opt out", v)
+}
+
+// GuestMerge tells whether a VM's memory may be merged: true unless the
+// config says ksm=0. Container drivers use GuestChoice, whose default
+// differs.
+func GuestMerge(cfg api.Guest) (bool, error) {
+	c, err := GuestChoice(cfg)
+	if err != nil {
+		return false, err
+	}
+	return c != ChoiceOff, nil
 }
 
 // QEMUMachineOption returns the -machine property that makes QEMU mark
@@ -59,8 +84,9 @@ var ErrMergeAnyUnsupported = errors.New("this kernel cannot make a whole process
 // present and future, mergeable (true) or clears that again (false), with
 // prctl(PR_SET_MEMORY_MERGE). The choice is inherited across fork and kept
 // across execve, so container drivers call it in their re-exec'd helper
-// just before executing the container's init: ksm=1 containers then share
-// identical pages, ksm=0 ones never do. It affects the whole process (all
+// just before executing the container's init: SetProcessMerge(true) for
+// ChoiceOn, SetProcessMerge(false) for ChoiceOff, nothing for
+// ChoiceDefault. It affects the whole process (all
 // threads); the daemon itself must never call it. Clearing it does not
 // undo areas the program itself marks with madvise(MADV_MERGEABLE), as
 // QEMU does: for VMs use QEMUMachineOption.

@@ -17,19 +17,23 @@ func TestGuestMerge(t *testing.T) {
 	tests := []struct {
 		config map[string]string
 		want   bool
+		choice ksm.Choice
 		bad    bool
 	}{
-		{nil, true, false},
-		{map[string]string{"ksm": "1"}, true, false},
-		{map[string]string{"ksm": "0"}, false, false},
-		{map[string]string{"ksm": "off"}, false, false},
-		{map[string]string{"ksm": "maybe"}, false, true},
+		{nil, true, ksm.ChoiceDefault, false},
+		{map[string]string{"ksm": "1"}, true, ksm.ChoiceOn, false},
+		{map[string]string{"ksm": "0"}, false, ksm.ChoiceOff, false},
+		{map[string]string{"ksm": "off"}, false, ksm.ChoiceOff, false},
+		{map[string]string{"ksm": "maybe"}, false, ksm.ChoiceDefault, true},
 	}
 	for _, tt := range tests {
 		g := api.Guest{ID: 101, Kind: api.GuestVM, Config: tt.config}
 		got, err := ksm.GuestMerge(g)
 		if got != tt.want || (err != nil) != tt.bad {
 			t.Errorf("%v: got %v, %v; want %v (error %v)", tt.config, got, err, tt.want, tt.bad)
+		}
+		if c, _ := ksm.GuestChoice(g); c != tt.choice {
+			t.Errorf("%v: GuestChoice = %v, want %v", tt.config, c, tt.choice)
 		}
 		if fields := ksm.ValidateGuest(g); (fields["ksm"] != "") != tt.bad {
 			t.Errorf("%v: ValidateGuest = %v", tt.config, fields)
