@@ -16,7 +16,7 @@ TEST_DEBS := $(sort $(shell sed 's/\#.*//' deps/*.debs))
 UNPACK_DEBS := $(sort $(shell cat deps/*.unpack 2>/dev/null | sed 's/\#.*//'))
 UNPACK_DIR  ?= /var/cache/berth-test/unpacked
 
-.PHONY: build run test test-short deps bench lint docs clean bench-ksm bench-image
+.PHONY: build run test test-short deps bench bench-boot lint docs clean bench-ksm bench-image
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
@@ -50,8 +50,15 @@ bench-ksm: deps
 bench-image: deps
 	$(GO) test -run '^$$' -bench ImportVsTar -benchtime 5x -count 1 ./internal/image/
 
+## bench-boot: berth boot refresh of 3 kernels onto 2 ESPs beside a naive
+## full copy with the same mtools (time and bytes written; ratios printed).
+bench-boot: deps
+	set -o pipefail; $(GO) test -run '^$$' -bench BenchmarkRefresh -benchtime 3x -count 1 ./internal/esp/ | tee /tmp/berth-bench-boot.txt
+	@awk '/^BenchmarkRefresh\// { split($$1, n, "/"); sub(/-[0-9]+$$/, "", n[2]); t[n[2]] = $$3 } \
+	  END { printf "full copy / berth, initial: %.2fx   no-op: %.2fx\n", t["fullcopy-initial"] / t["berth-initial"], t["fullcopy-noop"] / t["berth-noop"] }' /tmp/berth-bench-boot.txt
+
 ## bench: API read throughput and p99 latency beside a bare net/http handler.
-bench: bench-ksm bench-image
+bench: bench-ksm bench-image bench-boot
 	$(GO) run ./tools/apibench -duration 5s -rounds 3 -concurrency 32
 
 lint:

@@ -319,16 +319,8 @@ func (t *Tool) verifySystemdBoot(v *volume, imgs []image, cmdline, def string) e
 }
 
 func (v *volume) same(dst, src string, data []byte) error {
-	want, wsize, err := sourceHash(src, data)
-	if err != nil {
-		return err
-	}
-	size, got, err := v.hash(dst)
-	if err != nil {
-		return fmt.Errorf("verify %s on %s: %w", dst, v.p.Name, err)
-	}
-	if size != wsize || got != want {
-		return fmt.Errorf("verify %s on %s: contents differ from the source", dst, v.p.Name)
+	if err := v.equal(dst, src, data); err != nil {
+		return fmt.Errorf("verify on %s: %w", v.p.Name, err)
 	}
 	return nil
 }

@@ -1,8 +1,9 @@
 package esp
 
 import (
+	"bufio"
+	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -65,17 +66,6 @@ func (v *volume) isDir(p string) bool {
 	return err == nil && e.IsDir
 }
 
-func (v *volume) hash(p string) (size int64, sum [32]byte, err error) {
-	h := sha256.New()
-	err = v.fs.WalkFile(p, func(b []byte) error {
-		size += int64(len(b))
-		h.Write(b)
-		return nil
-	})
-	copy(sum[:], h.Sum(nil))
-	return size, sum, err
-}
-
 // mtools runs one mtools command against the ESP.
 func (v *volume) mtools(ctx context.Context, step, cmd string, args ...string) error {
 	if v.t.Hook != nil {
@@ -118,12 +108,18 @@ func (v *volume) mkdirAll(ctx context.Context, dir string) error {
 // are read back and compared; only then is dst.new renamed over dst, one
 // directory update, so dst is always either the old or the new file.
 func (v *volume) put(ctx context.Context, dst, src string, data []byte) (bool, error) {
-	want, wsize, err := sourceHash(src, data)
-	if err != nil {
-		return false, err
+	wsize := int64(len(data))
+	if src != "" {
+		st, err := os.Stat(src)
+		if err != nil {
+			return false, err
+		}
+		wsize = st.Size()
 	}
-	if size, got, err := v.hash(dst); err == nil && size == wsize && got == want {
-		return false, nil
+	if e, err := v.fs.Stat(dst); err == nil && !e.IsDir && int64(e.Size) == wsize {
+		if v.equal(dst, src, data) == nil {
+			return false, nil
+		}
 	}
 	if err := v.mkdirAll(ctx, path.Dir(dst)); err != nil {
 		return false, err
@@ -148,8 +144,8 @@ func (v *volume) put(ctx context.Context, dst, src string, data []byte) (bool, e
 		return false, err
 	}
 	v.t.Stats.Bytes += wsize
-	if size, got, err := v.hash(tmpName); err != nil || size != wsize || got != want {
-		return false, fmt.Errorf("verify %s on %s: read back %d bytes that differ from the %d written (err %v): the ESP may be full or failing", tmpName, v.p.Name, size, wsize, err)
+	if err := v.equal(tmpName, src, nil); err != nil {
+		return false, fmt.Errorf("verify %s on %s: %w: the ESP may be full or failing", tmpName, v.p.Name, err)
 	}
 	if err := v.mtools(ctx, "rename "+tmpName+" to "+dst, "mren", "-D", "o", "::/"+tmpName, "::/"+dst); err != nil {
 		return false, err
@@ -157,20 +153,40 @@ func (v *volume) put(ctx context.Context, dst, src string, data []byte) (bool, e
 	return true, nil
 }
 
-func sourceHash(src string, data []byte) ([32]byte, int64, error) {
-	if src == "" {
-		return sha256.Sum256(data), int64(len(data)), nil
+// equal compares the ESP file dst with the host file src (or data when
+// src is ""), streaming both; nil means identical.
+func (v *volume) equal(dst, src string, data []byte) error {
+	var r io.Reader = bytes.NewReader(data)
+	if src != "" {
+		f, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = bufio.NewReaderSize(f, 1<<20)
 	}
-	f, err := os.Open(src)
+	buf := make([]byte, 64<<10)
+	var n int64
+	err := v.fs.WalkFile(dst, func(b []byte) error {
+		if len(buf) < len(b) {
+			buf = make([]byte, len(b))
+		}
+		if _, err := io.ReadFull(r, buf[:len(b)]); err != nil {
+			return fmt.Errorf("%s is longer than its source", dst)
+		}
+		if !bytes.Equal(buf[:len(b)], b) {
+			return fmt.Errorf("%s differs from its source at byte %d", dst, n)
+		}
+		n += int64(len(b))
+		return nil
+	})
 	if err != nil {
-		return [32]byte{}, 0, err
+		return err
 	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum, n, err
+	if m, _ := r.Read(buf[:1]); m != 0 {
+		return fmt.Errorf("%s is shorter than its source", dst)
+	}
+	return nil
 }
 
 func (v *volume) remove(ctx context.Context, p string) error {

@@ -392,22 +392,49 @@ func (f *FS) WalkFile(p string, fn func([]byte) error) error {
 	if left == 0 {
 		return nil
 	}
-	buf := make([]byte, f.clusterB)
-	err = f.chain(e.Cluster, func(c uint32) error {
-		if left <= 0 {
-			return errStop
+	// Contiguous clusters are read together, up to 1 MiB at a time.
+	maxRun := uint32(1<<20) / uint32(f.clusterB)
+	if maxRun == 0 {
+		maxRun = 1
+	}
+	buf := make([]byte, int(maxRun)*f.clusterB)
+	var runStart, runLen uint32
+	flush := func() error {
+		if runLen == 0 || left <= 0 {
+			return nil
 		}
-		n := int64(len(buf))
+		n := int64(runLen) * int64(f.clusterB)
 		if left < n {
 			n = left
 		}
-		if _, err := f.r.ReadAt(buf[:n], f.clusterOff(c)); err != nil {
+		if _, err := f.r.ReadAt(buf[:n], f.clusterOff(runStart)); err != nil {
 			return err
 		}
 		left -= n
+		runLen = 0
 		return fn(buf[:n])
+	}
+	need := uint32((left + int64(f.clusterB) - 1) / int64(f.clusterB))
+	var seen uint32
+	err = f.chain(e.Cluster, func(c uint32) error {
+		if seen == need {
+			return errStop
+		}
+		seen++
+		if runLen > 0 && c == runStart+runLen && runLen < maxRun {
+			runLen++
+			return nil
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		runStart, runLen = c, 1
+		return nil
 	})
-	if err != nil && !errors.Is(err, errStop) {
+	if err == nil || errors.Is(err, errStop) {
+		err = flush()
+	}
+	if err != nil {
 		return fmt.Errorf("read %s: %w", p, err)
 	}
 	if left > 0 {
