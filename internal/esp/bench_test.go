@@ -25,7 +25,7 @@ func BenchmarkRefresh(b *testing.B) {
 	}
 	versions := []string{"6.1.0-9-amd64", "6.1.0-10-amd64", "5.10.0-30-amd64"}
 	for _, v := range versions {
-		f.kernel(b, v, 8<<20)                                                  // an 8 MiB vmlinuz
+		f.kernel(b, v, 8<<20)                                                // an 8 MiB vmlinuz
 		write(b, f.root+"/boot/initrd.img-"+v, string(make([]byte, 32<<20))) // a 32 MiB initrd
 	}
 	base := b.TempDir()
