@@ -102,7 +102,7 @@ type Server struct {
 	clients map[string]*client // by MAC
 
 	conns, exports, refused, bytesRead, bytesWritten, flushes, errs atomic.Uint64
-	active                                                            atomic.Int64
+	active                                                          atomic.Int64
 }
 
 // client is one MAC's open layer and the connection using it.

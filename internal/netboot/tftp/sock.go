@@ -8,6 +8,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // sock is a transfer's connected UDP socket used with plain blocking
@@ -148,3 +151,32 @@ func (s *sock) wake() {
 }
 
 func (s *sock) close() error { return syscall.Close(s.fd) }
+
+// writeBatch sends several datagrams with one sendmmsg(2) call (and more
+// calls only if the kernel takes part of them), so a window costs one
+// system call instead of one per block.
+func (s *sock) writeBatch(pkts [][]byte, iov []unix.Iovec, msgs []unix.Mmsghdr) error {
+	for i, p := range pkts {
+		iov[i].Base = &p[0]
+		iov[i].SetLen(len(p))
+		msgs[i] = unix.Mmsghdr{}
+		msgs[i].Hdr.Iov = &iov[i]
+		msgs[i].Hdr.SetIovlen(1)
+	}
+	sent := 0
+	for sent < len(pkts) {
+		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&msgs[sent])), uintptr(len(pkts)-sent), 0, 0, 0)
+		switch {
+		case errno == 0:
+			sent += int(n)
+		case errno == unix.EINTR:
+		case errno == unix.ENOBUFS || errno == unix.EAGAIN:
+			time.Sleep(50 * time.Microsecond)
+		case errno == unix.ECONNREFUSED:
+			return fmt.Errorf("client went away: %w", errno)
+		default:
+			return os.NewSyscallError("sendmmsg", errno)
+		}
+	}
+	return nil
+}

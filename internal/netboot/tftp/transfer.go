@@ -11,6 +11,8 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxNetascii is the largest file sent in netascii mode, which is converted
@@ -163,7 +165,16 @@ type sender struct {
 
 	pkt []byte // one DATA packet, reused for every block
 	ack []byte
+
+	// Windowed transfers read a batch of blocks into slots and send them
+	// with one sendmmsg call.
+	slots [][]byte
+	iov   []unix.Iovec
+	msgs  []unix.Mmsghdr
 }
+
+// batchBytes bounds the memory of one sendmmsg batch.
+const batchBytes = 512 << 10
 
 // errGaveUp is returned when the client stopped answering.
 var errGaveUp = errors.New("no answer from the client")
@@ -184,6 +195,12 @@ func (t *sender) run(ctx context.Context) error {
 	tries := 0
 	for {
 		hi := min(acked+int64(t.window), last)
+		if hi > next && t.window > 1 {
+			if err := t.sendBatches(next, hi); err != nil {
+				return err
+			}
+			next = hi + 1
+		}
 		for ; next <= hi; next++ {
 			if err := t.sendBlock(next); err != nil {
 				return err
@@ -283,22 +300,62 @@ func (t *sender) handshake(ctx context.Context) error {
 	}
 }
 
-// sendBlock reads block n (1-based) from the file and sends it.
-func (t *sender) sendBlock(n int64) error {
-	off := (n - 1) * int64(t.blksize)
-	want := int(min(int64(t.blksize), t.size-off))
-	if want < 0 {
-		want = 0
+// sendBatches sends blocks from..to (inclusive) in sendmmsg batches.
+func (t *sender) sendBatches(from, to int64) error {
+	if t.slots == nil {
+		n := max(1, min(t.window, batchBytes/(4+t.blksize), 1024))
+		t.slots = make([][]byte, n)
+		for i := range t.slots {
+			t.slots[i] = make([]byte, 4+t.blksize)
+			binary.BigEndian.PutUint16(t.slots[i], opDATA)
+		}
+		t.iov = make([]unix.Iovec, n)
+		t.msgs = make([]unix.Mmsghdr, n)
 	}
+	for from <= to {
+		k := int(min(int64(len(t.slots)), to-from+1))
+		pkts := t.slots[:k]
+		for i := range pkts {
+			p, err := t.fill(pkts[i], from+int64(i))
+			if err != nil {
+				return err
+			}
+			pkts[i] = p
+		}
+		err := t.conn.writeBatch(pkts, t.iov, t.msgs)
+		for i := range pkts {
+			pkts[i] = pkts[i][:cap(pkts[i])]
+		}
+		if err != nil {
+			return err
+		}
+		from += int64(k)
+	}
+	return nil
+}
+
+// fill reads block n (1-based) into pkt and returns the packet to send.
+func (t *sender) fill(pkt []byte, n int64) ([]byte, error) {
+	off := (n - 1) * int64(t.blksize)
+	want := int(max(0, min(int64(t.blksize), t.size-off)))
 	if want > 0 {
-		got, err := t.src.ReadAt(t.pkt[4:4+want], off)
+		got, err := t.src.ReadAt(pkt[4:4+want], off)
 		if got < want {
 			if err == nil {
 				err = io.ErrUnexpectedEOF
 			}
-			return fmt.Errorf("read block %d: %w", n, err)
+			return nil, fmt.Errorf("read block %d: %w", n, err)
 		}
 	}
-	binary.BigEndian.PutUint16(t.pkt[2:], uint16(n))
-	return t.conn.write(t.pkt[:4+want])
+	binary.BigEndian.PutUint16(pkt[2:], uint16(n))
+	return pkt[:4+want], nil
+}
+
+// sendBlock reads block n (1-based) from the file and sends it.
+func (t *sender) sendBlock(n int64) error {
+	p, err := t.fill(t.pkt, n)
+	if err != nil {
+		return err
+	}
+	return t.conn.write(p)
 }
