@@ -23,6 +23,13 @@ type BulkRequest struct {
 	Timeout int `json:"timeout,omitempty"`
 	// OnBootDelay applies startall-onboot-delay before starting (as at boot).
 	OnBootDelay bool `json:"onboot-delay,omitempty"`
+	// Guests limits the run to these guest IDs (pvenode --vms); empty
+	// means all guests.
+	Guests []int `json:"guests,omitempty"`
+	// ForceStop false leaves guests that did not shut down within their
+	// timeout running instead of stopping them hard (stopall; pvenode
+	// --force-stop 0). Absent means true.
+	ForceStop *bool `json:"force-stop,omitempty"`
 }
 
 // CertificateInfo describes a certificate the node serves or trusts.

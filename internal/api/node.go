@@ -192,6 +192,14 @@ func (sv *Services) decodeBulk(r *Request) (wire.BulkRequest, error) {
 	if err == nil && in.Timeout < 0 {
 		err = Invalid("invalid timeout", map[string]string{"timeout": "must be 0 (default) or more seconds"})
 	}
+	if err == nil && in.Guests != nil {
+		// Unknown IDs are refused before the task starts.
+		for _, id := range in.Guests {
+			if _, gerr := sv.Guests.Get(r.Context(), id); gerr != nil {
+				return in, Invalid("unknown guest in --guests", map[string]string{"guests": gerr.Error()})
+			}
+		}
+	}
 	return in, err
 }
 
@@ -231,7 +239,7 @@ func (sv *Services) runStartAll(user string, in wire.BulkRequest) (task.UPID, er
 				}
 			}
 		}
-		return sv.Guests.StartAll(ctx, l, !in.Force, sleepCtx)
+		return sv.Guests.StartGuests(ctx, l, !in.Force, in.Guests, sleepCtx)
 	})
 }
 
@@ -254,8 +262,9 @@ func (sv *Services) stopAll(r *Request) (any, error) {
 	if in.Timeout > 0 {
 		timeout = time.Duration(in.Timeout) * time.Second
 	}
+	force := in.ForceStop == nil || *in.ForceStop
 	return sv.start(r, "stopall", "", func(ctx context.Context, l *task.Log) error {
-		return sv.Guests.StopAll(ctx, l, timeout)
+		return sv.Guests.StopGuests(ctx, l, timeout, in.Guests, force)
 	})
 }
 

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -150,8 +151,10 @@ func (e *env) nodeBulk(verb string) *cobra.Command {
 		c.Flags().BoolVar(&in.Force, "force", false, "start all guests, not only those marked onboot")
 		c.Flags().BoolVar(&in.OnBootDelay, "onboot-delay", false, "wait startall-onboot-delay first, as at boot")
 	} else {
-		c.Flags().IntVar(&in.Timeout, "timeout", 0, "default shutdown timeout in seconds (guests' own down= wins)")
+		c.Flags().IntVar(&in.Timeout, "timeout", 0, "default shutdown timeout in seconds (guests' own down= wins; default 180)")
+		c.Flags().Var(&forceStopFlag{&in.ForceStop}, "force-stop", "1: stop guests hard after their timeout (default); 0: leave them running")
 	}
+	c.Flags().Var(&idListFlag{&in.Guests}, "guests", "only these guest IDs (comma-separated)")
 	asyncFlags(c, &bg)
 	return c
 }
@@ -189,3 +192,65 @@ func (e *env) nodeCerts() *cobra.Command {
 	c.AddCommand(list)
 	return c
 }
+
+// idListFlag parses "101,102" into guest IDs.
+type idListFlag struct{ ids *[]int }
+
+func (f *idListFlag) String() string {
+	if f.ids == nil || *f.ids == nil {
+		return ""
+	}
+	parts := make([]string, len(*f.ids))
+	for i, id := range *f.ids {
+		parts[i] = strconv.Itoa(id)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f *idListFlag) Set(v string) error {
+	for _, p := range strings.Split(v, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		id, err := strconv.Atoi(p)
+		if err != nil {
+			return fmt.Errorf("%q is not a guest ID", p)
+		}
+		*f.ids = append(*f.ids, id)
+	}
+	if *f.ids == nil {
+		return fmt.Errorf("give guest IDs, e.g. 101,102")
+	}
+	return nil
+}
+
+func (f *idListFlag) Type() string { return "IDS" }
+
+// forceStopFlag takes 0 or 1, as pvenode stopall --force-stop does.
+type forceStopFlag struct{ v **bool }
+
+func (f *forceStopFlag) String() string {
+	if f.v == nil || *f.v == nil {
+		return "1"
+	}
+	if **f.v {
+		return "1"
+	}
+	return "0"
+}
+
+func (f *forceStopFlag) Set(s string) error {
+	var b bool
+	switch s {
+	case "1", "true":
+		b = true
+	case "0", "false":
+	default:
+		return fmt.Errorf("%q: use 0 or 1", s)
+	}
+	*f.v = &b
+	return nil
+}
+
+func (f *forceStopFlag) Type() string { return "0|1" }

@@ -28,6 +28,12 @@ const DefaultShutdownTimeout = 180 * time.Second
 // cancelled, StartAll returns at the next step with an error wrapping
 // ctx.Err(). log may be nil.
 func (r *Registry) StartAll(ctx context.Context, log Logger, onlyOnboot bool, sleep func(ctx context.Context, d time.Duration) error) error {
+	return r.StartGuests(ctx, log, onlyOnboot, nil, sleep)
+}
+
+// StartGuests is StartAll limited to the guests whose IDs are in only (all
+// guests when only is nil), as pvenode startall --vms does.
+func (r *Registry) StartGuests(ctx context.Context, log Logger, onlyOnboot bool, only []int, sleep func(ctx context.Context, d time.Duration) error) error {
 	if sleep == nil {
 		sleep = sleepCtx
 	}
@@ -36,6 +42,7 @@ func (r *Registry) StartAll(ctx context.Context, log Logger, onlyOnboot bool, sl
 	if err != nil {
 		return fmt.Errorf("start all guests: %w", err)
 	}
+	gs = selectIDs(gs, only)
 	if onlyOnboot {
 		gs = StartOrder(gs)
 	} else {
@@ -95,6 +102,15 @@ func (r *Registry) StartAll(ctx context.Context, log Logger, onlyOnboot bool, sl
 // cancelled ctx, and StopAll returns an error wrapping ctx.Err(). log may
 // be nil.
 func (r *Registry) StopAll(ctx context.Context, log Logger, defaultTimeout time.Duration) error {
+	return r.StopGuests(ctx, log, defaultTimeout, nil, true)
+}
+
+// StopGuests is StopAll limited to the guests whose IDs are in only (all
+// when only is nil). With forceStop false (pvenode stopall --force-stop 0)
+// a guest still running after its timeout is left running and reported
+// as failed instead of being stopped hard: its driver's Shutdown gets a
+// context that ends at the timeout.
+func (r *Registry) StopGuests(ctx context.Context, log Logger, defaultTimeout time.Duration, only []int, forceStop bool) error {
 	if defaultTimeout <= 0 {
 		defaultTimeout = DefaultShutdownTimeout
 	}
@@ -103,7 +119,7 @@ func (r *Registry) StopAll(ctx context.Context, log Logger, defaultTimeout time.
 	if err != nil {
 		return fmt.Errorf("stop all guests: %w", err)
 	}
-	gs = StopOrder(gs)
+	gs = StopOrder(selectIDs(gs, only))
 	var res bulkResult
 	for len(gs) > 0 {
 		if err := ctx.Err(); err != nil {
@@ -118,7 +134,7 @@ func (r *Registry) StopAll(ctx context.Context, log Logger, defaultTimeout time.
 		errs := make([]error, len(group))
 		var wg sync.WaitGroup
 		for i, g := range group {
-			wg.Go(func() { errs[i] = r.shutdownOne(ctx, log, g, defaultTimeout) })
+			wg.Go(func() { errs[i] = r.shutdownOne(ctx, log, g, defaultTimeout, forceStop) })
 		}
 		wg.Wait()
 		for i, g := range group {
@@ -131,7 +147,7 @@ func (r *Registry) StopAll(ctx context.Context, log Logger, defaultTimeout time.
 }
 
 // shutdownOne is StopAll's work for one guest.
-func (r *Registry) shutdownOne(ctx context.Context, log Logger, g api.Guest, def time.Duration) error {
+func (r *Registry) shutdownOne(ctx context.Context, log Logger, g api.Guest, def time.Duration, forceStop bool) error {
 	name := kindLabel(g.Kind) + " " + strconv.Itoa(g.ID)
 	d, err := r.Driver(g.Kind)
 	if err != nil {
@@ -151,11 +167,42 @@ func (r *Registry) shutdownOne(ctx context.Context, log Logger, g api.Guest, def
 		timeout = time.Duration(g.Startup.Down) * time.Second
 	}
 	log.Printf("Stopping %s (timeout = %d seconds)", name, int(timeout/time.Second))
+	if !forceStop {
+		sctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		// The driver's own hard stop comes after the context ends.
+		err := d.Shutdown(sctx, g, timeout+time.Hour, log)
+		if err != nil && sctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("still running after %d seconds, left running (force-stop 0)", int(timeout/time.Second))
+		}
+		if err != nil {
+			log.Printf("Stopping %s failed: %v", name, err)
+		}
+		return err
+	}
 	if err := d.Shutdown(ctx, g, timeout, log); err != nil {
 		log.Printf("Stopping %s failed: %v", name, err)
 		return err
 	}
 	return nil
+}
+
+// selectIDs keeps the guests of gs whose IDs are in only; nil keeps all.
+func selectIDs(gs []api.Guest, only []int) []api.Guest {
+	if only == nil {
+		return gs
+	}
+	want := make(map[int]bool, len(only))
+	for _, id := range only {
+		want[id] = true
+	}
+	var out []api.Guest
+	for _, g := range gs {
+		if want[g.ID] {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // bulkResult collects the failures of a bulk run.
