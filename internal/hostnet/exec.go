@@ -3,6 +3,7 @@ package hostnet
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Logf receives progress lines.
@@ -81,8 +83,14 @@ func (x *Executor) do(ctx context.Context, a Action) error {
 			return err
 		}
 		// Kernels without VLAN filtering report no value: that is "off".
+		// (sysfs, not netlink: the library's change resends every
+		// attribute it read, which the kernel can refuse with EBUSY.)
 		if b, ok := l.(*netlink.Bridge); ok && (b.VlanFiltering != nil && *b.VlanFiltering) != a.VLANAware {
-			if err := x.H.BridgeSetVlanFiltering(l, a.VLANAware); err != nil {
+			v := "0"
+			if a.VLANAware {
+				v = "1"
+			}
+			if err := x.sysWrite(a.Iface, "bridge/vlan_filtering", v); err != nil {
 				return err
 			}
 		}
@@ -136,7 +144,14 @@ func (x *Executor) do(ctx context.Context, a Action) error {
 			return err
 		}
 		for _, r := range a.VIDs {
-			if err := x.H.BridgeVlanAddRange(l, uint16(r[0]), uint16(r[1]), false, false, a.Self, !a.Self); err != nil {
+			var err error
+			if r[0] == r[1] {
+				// The kernel refuses a range of one.
+				err = x.H.BridgeVlanAdd(l, uint16(r[0]), false, false, a.Self, !a.Self)
+			} else {
+				err = x.H.BridgeVlanAddRange(l, uint16(r[0]), uint16(r[1]), false, false, a.Self, !a.Self)
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -207,6 +222,12 @@ func (x *Executor) create(a Action) error {
 		return fmt.Errorf("cannot create a link of type %q", a.Type)
 	}
 	if err := x.H.LinkAdd(l); err != nil {
+		// Loading the bonding module with its default max_bonds=1 makes
+		// a bond0 of its own: take it over and set it as wanted.
+		if ex, lerr := x.H.LinkByName(a.Iface); errors.Is(err, unix.EEXIST) && lerr == nil && ex.Type() == a.Type && a.Type == "bond" {
+			x.Log("  %s already exists (made by the bonding driver): configuring it", a.Iface)
+			return x.setBond(Action{Op: OpBond, Iface: a.Iface, BondMode: a.BondMode, Miimon: a.Miimon, BondHash: a.BondHash})
+		}
 		return err
 	}
 	if a.Type == "bridge" {

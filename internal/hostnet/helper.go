@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/berthhq/berth/internal/ifupdown"
 )
@@ -40,7 +41,7 @@ func RunHelper(ctx context.Context, in io.Reader, out io.Writer) error {
 		req.Sys = "/sys"
 	}
 	logf := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
-	h, err := netlink.NewHandle()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink: %w", err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	wire "github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/ifupdown"
@@ -159,14 +160,14 @@ func WriteAtomic(p string, data []byte, mode os.FileMode) error {
 // daemon thread for longer than the socket's creation.
 func (m *Manager) handle() (*netlink.Handle, error) {
 	if m.o.NetNS == "" {
-		return netlink.NewHandle()
+		return netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
 	ns, err := netns.GetFromName(m.o.NetNS)
 	if err != nil {
 		return nil, fmt.Errorf("network namespace %s: %w", m.o.NetNS, err)
 	}
 	defer ns.Close()
-	return netlink.NewHandleAt(ns)
+	return netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 }
 
 // liveLinks lists the managed namespace's links: name → up.

@@ -183,6 +183,9 @@ func hooks(i *ifupdown.Iface, phases ...string) []Action {
 // (guest veth/tap ports) are never touched, and a bridge that still has
 // such ports is not deleted.
 func Plan(cur, prev *ifupdown.Config, live *Live) ([]Action, error) {
+	// The plan updates its own copy of the live state as it deletes
+	// links, so that later steps see freed slaves and ports.
+	live = live.clone()
 	var acts []Action
 	up := cur.Order(cur.Up())
 	inCur := map[string]bool{}
@@ -218,6 +221,7 @@ func Plan(cur, prev *ifupdown.Config, live *Live) ([]Action, error) {
 					return nil, &PlanError{fmt.Sprintf("%s is no longer in the file but guest ports %s still sit on it: move or stop those guests first, or keep %s", n, strings.Join(guests, ", "), n)}
 				}
 				acts = append(acts, Action{Op: OpDelete, Iface: n, Type: pi.Type()})
+				live.deleted(n)
 			} else {
 				for _, a := range l.Addrs {
 					if declared(pi, a) {
@@ -264,6 +268,7 @@ func Plan(cur, prev *ifupdown.Config, live *Live) ([]Action, error) {
 				return nil, &PlanError{fmt.Sprintf("%s exists as a %s but the file makes it a %s, and it has ports: remove it by hand first", n, l.Type, kt)}
 			}
 			acts = append(acts, Action{Op: OpDelete, Iface: n, Type: l.Type})
+			live.deleted(n)
 			l = nil
 		}
 		var mine []Action
@@ -501,4 +506,32 @@ func bondWant(i *ifupdown.Iface) (mode string, miimon int, hash string) {
 	miimon, _ = strconv.Atoi(valueOr(i, "bond-miimon", "0"))
 	hash = valueOr(i, "bond-xmit-hash-policy", "layer2")
 	return mode, miimon, hash
+}
+
+// clone copies the snapshot's links so a plan can change its view.
+func (l *Live) clone() *Live {
+	c := &Live{Links: make(map[string]*Link, len(l.Links)), Gateways: l.Gateways}
+	for n, k := range l.Links {
+		k2 := *k
+		c.Links[n] = &k2
+	}
+	return c
+}
+
+// deleted records that a link is gone: its VLANs go with it, its ports
+// and slaves are released, and a bond's slaves are left down.
+func (l *Live) deleted(name string) {
+	gone := l.Links[name]
+	delete(l.Links, name)
+	for n, k := range l.Links {
+		if k.Master == name {
+			k.Master = ""
+			if gone != nil && gone.Type == "bond" {
+				k.Up = false
+			}
+		}
+		if k.Type == "vlan" && k.Parent == name {
+			delete(l.Links, n)
+		}
+	}
 }
