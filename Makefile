@@ -16,7 +16,7 @@ TEST_DEBS := $(sort $(shell sed 's/\#.*//' deps/*.debs))
 UNPACK_DEBS := $(sort $(shell cat deps/*.unpack 2>/dev/null | sed 's/\#.*//'))
 UNPACK_DIR  ?= /var/cache/berth-test/unpacked
 
-.PHONY: build run test test-short deps bench bench-boot lint docs clean bench-ksm bench-image
+.PHONY: build run test test-short deps bench bench-boot lint docs clean bench-ksm bench-image bench-netboot-tftp
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
@@ -57,8 +57,22 @@ bench-boot: deps
 	@awk '/^BenchmarkRefresh\// { split($$1, n, "/"); sub(/-[0-9]+$$/, "", n[2]); t[n[2]] = $$3 } \
 	  END { printf "full copy / berth, initial: %.2fx   no-op: %.2fx\n", t["fullcopy-initial"] / t["berth-initial"], t["fullcopy-noop"] / t["berth-noop"] }' /tmp/berth-bench-boot.txt
 
+## bench-netboot-tftp: TFTP downloads (100 MiB, blksize 512/1468/65464,
+## windowsize) from berth beside tftpd-hpa, dnsmasq and atftpd with the same
+## atftp client, and 200 concurrent clients; run as root in a private network
+## namespace (its loopback only). tftpd-hpa and atftpd conflict as packages,
+## so both are unpacked from their .debs instead of installed.
+NETBOOT_PEERS ?= /var/cache/berth-test/netboot-peers
+bench-netboot-tftp: deps
+	@for p in tftpd-hpa atftpd; do test -d $(NETBOOT_PEERS)/$$p/usr/sbin || { \
+	  rm -rf $(NETBOOT_PEERS)/dl && mkdir -p $(NETBOOT_PEERS)/dl && cd $(NETBOOT_PEERS)/dl && \
+	  apt-get download $$p && dpkg-deb -x $${p}_*.deb $(NETBOOT_PEERS)/$$p && \
+	  cd / && rm -rf $(NETBOOT_PEERS)/dl; } || exit 1; done
+	$(GO) build -o bin/tftpbench ./tools/tftpbench
+	unshare --net sh -c 'ip link set lo up && bin/tftpbench -size 100 -rounds 3 -peers $(NETBOOT_PEERS)'
+
 ## bench: API read throughput and p99 latency beside a bare net/http handler.
-bench: bench-ksm bench-image bench-boot
+bench: bench-ksm bench-image bench-boot bench-netboot-tftp
 	$(GO) run ./tools/apibench -duration 5s -rounds 3 -concurrency 32
 
 lint:

@@ -40,7 +40,7 @@ type server struct {
 func main() {
 	size := flag.Int("size", 100, "size of the test file in MiB")
 	rounds := flag.Int("rounds", 3, "rounds per case (servers alternate within a round)")
-	peers := flag.String("peers", "", "directory where tftpd-hpa's and atftpd's .debs are unpacked (usr/sbin/in.tftpd, usr/sbin/atftpd)")
+	peers := flag.String("peers", "", "directory where tftpd-hpa's and atftpd's .debs are unpacked (tftpd-hpa/usr/sbin/in.tftpd, atftpd/usr/sbin/atftpd)")
 	concurrent := flag.Int("concurrent", 200, "clients in the concurrency case")
 	limit := flag.Duration("limit", 40*time.Second, "longest one download may run; slower ones are cut and rated by the bytes received")
 	flag.Parse()
@@ -281,7 +281,10 @@ func startTftpdHPA(peers, root string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return startPeer("tftpd-hpa", port, filepath.Join(peers, "usr/sbin/in.tftpd"),
+	// ":PORT" rather than 127.0.0.1:PORT: tftpd-hpa resolves the address
+	// with AI_ADDRCONFIG, which finds nothing in a namespace that has only
+	// loopback; there the wildcard is loopback anyway.
+	return startPeer("tftpd-hpa", port, filepath.Join(peers, "tftpd-hpa/usr/sbin/in.tftpd"),
 		"-l", "-L", "-a", ":"+strconv.Itoa(port), "-u", "root", "-s", root)
 }
 
@@ -290,7 +293,7 @@ func startAtftpd(peers, root string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return startPeer("atftpd", port, filepath.Join(peers, "usr/sbin/atftpd"),
+	return startPeer("atftpd", port, filepath.Join(peers, "atftpd/usr/sbin/atftpd"),
 		"--daemon", "--no-fork", "--port", strconv.Itoa(port), "--bind-address", "127.0.0.1",
 		"--user", "root.root", "--logfile", "/dev/null", "--maxthread", "400", root)
 }
