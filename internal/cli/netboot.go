@@ -111,13 +111,13 @@ func (e *env) showNetbootStatus(st wire.NetbootStatus) error {
 			}
 			kv(w, "interface", fmt.Sprintf("%s (%s, range %s)", it.Name, mode, dash(it.Range)))
 		}
-		for _, k := range []string{"dhcp", "tftp", "http"} {
+		for _, k := range []string{"dhcp", "tftp", "http", "diskless"} {
 			if a := st.Addresses[k]; len(a) > 0 {
 				kv(w, k+" listens", strings.Join(a, " "))
 			}
 		}
 		kv(w, "hosts", st.Hosts, "leases", st.Leases)
-		for _, k := range []string{"dhcp", "tftp", "http"} {
+		for _, k := range []string{"dhcp", "tftp", "http", "diskless"} {
 			s, ok := st.Services[k]
 			if !ok {
 				continue

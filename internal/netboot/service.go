@@ -28,6 +28,7 @@ import (
 
 	wire "github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/netboot/dhcp"
+	"github.com/berthhq/berth/internal/netboot/diskless"
 	"github.com/berthhq/berth/internal/netboot/hostdb"
 	"github.com/berthhq/berth/internal/netboot/httpboot"
 	"github.com/berthhq/berth/internal/netboot/tftp"
@@ -39,6 +40,9 @@ const ConfigKey = "netboot/config"
 
 // DefaultHTTPPort is the HTTP boot port on served interfaces.
 const DefaultHTTPPort = 8067
+
+// DisklessPort is where diskless roots are exported (NBD's port).
+const DisklessPort = 10809
 
 // Default loaders, as Debian's ipxe package names them.
 const (
@@ -52,9 +56,6 @@ type Options struct {
 	// DataDir holds the lease journal and the default boot root.
 	DataDir string
 	Log     *slog.Logger
-	// RootArg, if set, returns the kernel root= argument for a host whose
-	// entry names a diskless root image, on the given server address.
-	RootArg func(h wire.NetbootHost, server netip.Addr) string
 	// Listen opens a UDP socket on an interface (default
 	// dhcp.ListenUDP); tests may replace it.
 	Listen func(ctx context.Context, iface string, port int) (*net.UDPConn, error)
@@ -76,6 +77,7 @@ type Service struct {
 	dhcp    *dhcp.Server
 	tftp    []*tftp.Server
 	http    *httpboot.Handler
+	nbd     *diskless.Server
 	leases  *dhcp.Leases
 }
 
@@ -353,6 +355,11 @@ func (s *Service) start(cfg wire.NetbootConfig) (err error) {
 	if err != nil {
 		return err
 	}
+	nbd, err := diskless.New(diskless.Config{ClientsDir: filepath.Join(s.o.DataDir, "netboot", "clients"),
+		Image: func(mac net.HardwareAddr) (string, bool) { return s.image(root, mac) }, Log: s.log.With("service", "diskless")})
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var closers []func()
 	defer func() {
@@ -395,6 +402,14 @@ func (s *Service) start(cfg wire.NetbootConfig) (err error) {
 		go func() { defer wg.Done(); hs.Serve(hl) }()
 		context.AfterFunc(ctx, func() { hs.Close() })
 		addrs["http"] = append(addrs["http"], "http://"+hl.Addr().String())
+		nl, err := listenTCP(ctx, sc.Interface, net.JoinHostPort(sc.ServerIP.String(), strconv.Itoa(DisklessPort)))
+		if err != nil {
+			return err
+		}
+		closers = append(closers, func() { nl.Close() })
+		wg.Add(1)
+		go func() { defer wg.Done(); nbd.Serve(ctx, nl) }()
+		addrs["diskless"] = append(addrs["diskless"], "nbd://"+nl.Addr().String())
 		addrs["dhcp"] = append(addrs["dhcp"], sc.Interface+":67")
 		if sc.Proxy {
 			addrs["dhcp"] = append(addrs["dhcp"], sc.Interface+":4011")
@@ -426,7 +441,7 @@ func (s *Service) start(cfg wire.NetbootConfig) (err error) {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	s.cancel, s.done, s.running = cancel, done, true
-	s.dhcp, s.tftp, s.http, s.addrs = ds, tftps, hb, addrs
+	s.dhcp, s.tftp, s.http, s.nbd, s.addrs = ds, tftps, hb, nbd, addrs
 	var names []string
 	for _, sc := range scopes {
 		names = append(names, fmt.Sprintf("%s (%s, %s)", sc.Interface, sc.ServerIP, map[bool]string{true: "proxy", false: "dhcp"}[sc.Proxy]))
@@ -495,19 +510,56 @@ func (s *Service) httpHost(mac net.HardwareAddr) (httpboot.Host, bool) {
 		return httpboot.Host{}, false
 	}
 	hb := httpboot.Host{MAC: mac, Name: h.Name, Kernel: h.Kernel, Initrd: h.Initrd, Cmdline: h.Cmdline}
-	if h.Root != "" && s.o.RootArg != nil {
+	if h.Root != "" {
+		// The diskless initramfs finds its root from berth.nbd=: the
+		// server's address on the interface the host boots from.
 		s.mu.Lock()
-		var server netip.Addr
-		for _, it := range s.cfg.Interfaces {
-			if sc, err := s.scope(it, s.cfg); err == nil {
-				server = sc.ServerIP
-				break
-			}
-		}
+		server := s.serverFor(h)
 		s.mu.Unlock()
-		hb.Root = s.o.RootArg(h, server)
+		if server.IsValid() {
+			hb.Cmdline = strings.TrimSpace(hb.Cmdline + " " + diskless.KernelArgs(net.JoinHostPort(server.String(), strconv.Itoa(DisklessPort))))
+		}
 	}
 	return hb, true
+}
+
+// serverFor returns berth's address on the network of host h (its fixed
+// address's subnet, else the first served interface); s.mu held.
+func (s *Service) serverFor(h wire.NetbootHost) netip.Addr {
+	ip, _ := netip.ParseAddr(h.IP)
+	var first netip.Addr
+	for _, it := range s.cfg.Interfaces {
+		sc, err := s.scope(it, s.cfg)
+		if err != nil {
+			continue
+		}
+		if ip.IsValid() && sc.Subnet.Contains(ip) {
+			return sc.ServerIP
+		}
+		if !first.IsValid() {
+			first = sc.ServerIP
+		}
+	}
+	return first
+}
+
+// ImagesDir is where diskless root images live: ROOT/images/NAME.img.
+func ImagesDir(root string) string { return filepath.Join(root, "images") }
+
+// image returns the shared root image of mac's host entry.
+func (s *Service) image(root string, mac net.HardwareAddr) (string, bool) {
+	h, ok := s.Hosts.Lookup(mac)
+	if !ok || h.Root == "" {
+		return "", false
+	}
+	for _, name := range []string{h.Root + ".img", h.Root} {
+		p := filepath.Join(ImagesDir(root), name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p, true
+		}
+	}
+	s.log.Warn("diskless: host's root image not found", "mac", mac.String(), "root", h.Root, "dir", ImagesDir(root))
+	return "", false
 }
 
 // Status reports configuration, listeners and counters.
@@ -552,6 +604,11 @@ func (s *Service) Status(ctx context.Context) (wire.NetbootStatus, error) {
 			t["malformed"] += x.Malformed
 		}
 		st.Services["tftp"] = t
+	}
+	if s.nbd != nil {
+		n := s.nbd.Stats()
+		st.Services["diskless"] = wire.NetbootServiceStats{"connections": n.Connections, "exports": n.Exports, "refused": n.Refused,
+			"active": uint64(max(n.Active, 0)), "bytes_read": n.BytesRead, "bytes_written": n.BytesWritten, "flushes": n.Flushes, "errors": n.Errors}
 	}
 	if s.http != nil {
 		h := s.http.Stats()

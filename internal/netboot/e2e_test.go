@@ -1,0 +1,259 @@
+package netboot_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	wire "github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/cli"
+	"github.com/berthhq/berth/internal/netboot/diskless"
+	"github.com/berthhq/berth/internal/vmtest"
+)
+
+// TestMain lets the test binary act as the berth command (daemon and
+// CLI) when BERTH_E2E_BERTH=1, so the end-to-end test runs the real
+// `berth serve` under `ip netns exec` without building a binary first.
+func TestMain(m *testing.M) {
+	if os.Getenv("BERTH_E2E_BERTH") == "1" {
+		os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// rig is a berth daemon serving network boot inside a network namespace
+// with a bridge (br0, 10.78.0.1/24) and one tap for QEMU.
+type rig struct {
+	t    *testing.T
+	ns   string
+	data string
+	root string
+	log  *lockedBuf
+}
+
+func (r *rig) berth(args ...string) string {
+	r.t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "BERTH_E2E_BERTH=1", "BERTH_DATA_DIR="+r.data)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("berth %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func ip(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	r := &rig{t: t, ns: fmt.Sprintf("berth-e2e-%d", os.Getpid()), data: t.TempDir(), log: &lockedBuf{}}
+	r.root = filepath.Join(r.data, "netboot", "root")
+	ip(t, "netns", "add", r.ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", r.ns).Run() })
+	ip(t, "-n", r.ns, "link", "set", "lo", "up")
+	ip(t, "-n", r.ns, "link", "add", "br0", "type", "bridge")
+	ip(t, "-n", r.ns, "addr", "add", "10.78.0.1/24", "dev", "br0")
+	ip(t, "-n", r.ns, "link", "set", "br0", "up")
+	ip(t, "-n", r.ns, "tuntap", "add", "dev", "tap0", "mode", "tap")
+	ip(t, "-n", r.ns, "link", "set", "tap0", "master", "br0", "up")
+
+	cmd := exec.Command("ip", "netns", "exec", r.ns, os.Args[0], "serve", "--listen", "none", "--data-dir", r.data, "--node", "e2e")
+	cmd.Env = append(os.Environ(), "BERTH_E2E_BERTH=1")
+	cmd.Stdout, cmd.Stderr = r.log, r.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", r.log.String())
+		}
+	})
+	for i := 0; ; i++ {
+		if _, err := os.Stat(filepath.Join(r.data, "berth.sock")); err == nil {
+			break
+		}
+		if i > 200 {
+			t.Fatalf("daemon did not start:\n%s", r.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return r
+}
+
+// boot runs QEMU (TCG, Debian's iPXE ROM for virtio-net) booting from
+// the network until the root's BERTH-READY marker, and returns the marks
+// the root saw and how long the boot took.
+func (r *rig) boot(name, mac string) (string, time.Duration) {
+	r.t.Helper()
+	console := filepath.Join(r.data, name+".console")
+	start := time.Now()
+	cmd := exec.Command("ip", "netns", "exec", r.ns, "qemu-system-x86_64", "-machine", "accel=tcg", "-m", "512", "-smp", "1",
+		"-display", "none", "-monitor", "none", "-serial", "file:"+console, "-no-reboot", "-boot", "n",
+		"-nic", "tap,ifname=tap0,script=no,downscript=no,model=virtio-net-pci,mac="+mac)
+	var qout lockedBuf
+	cmd.Stdout, cmd.Stderr = &qout, &qout
+	if err := cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	out, err := vmtest.WaitFor(console, 5*time.Minute, []string{"berth-initramfs: dropping", "Kernel panic", "No more network devices"}, "BERTH-READY")
+	if err != nil {
+		r.t.Fatalf("%s: %v\nqemu: %s\nconsole:\n%s", name, err, qout.String(), tailStr(out, 4000))
+	}
+	took := time.Since(start)
+	for _, l := range strings.Split(out, "\n") {
+		if m, ok := strings.CutPrefix(strings.TrimSpace(l), "BERTH-MARKS:"); ok {
+			return strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(m), "END")), took
+		}
+	}
+	r.t.Fatalf("%s: no BERTH-MARKS line:\n%s", name, tailStr(out, 4000))
+	return "", 0
+}
+
+func tailStr(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Dir(dst), 0o755)
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEndToEndBoot boots QEMU machines over the network from a real berth
+// daemon in a network namespace: DHCP from berth's pool, then either the
+// host's iPXE script over HTTP (client A) or a boot file over TFTP that
+// loads the kernel over HTTP (client B), Debian's kernel and the diskless
+// initramfs, and the root over NBD from berth: a shared image with a
+// per-client writable layer. B does not see A's writes; A's writes are
+// still there when A boots again.
+func TestEndToEndBoot(t *testing.T) {
+	if ok, why := vmtest.Root(); !ok {
+		t.Skip(why)
+	}
+	for _, tool := range []string{"ip", "qemu-system-x86_64", "busybox", "cpio", "mkfs.ext4", "/usr/sbin/nbd-client"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("skipping: %s not installed (make deps installs deps/*.debs)", tool)
+		}
+	}
+	k, err := vmtest.DebianKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mods, err := k.ModuleDeps(append(vmtest.VMModules, "nbd")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t)
+	// Boot files: kernel, diskless initramfs, the shared root image, and
+	// a TFTP boot script for client B.
+	copyFile(t, k.Vmlinuz, filepath.Join(r.root, "vmlinuz"))
+	if err := diskless.BuildInitramfs(diskless.InitramfsConfig{Busybox: "/bin/busybox", NBDClient: "/usr/sbin/nbd-client",
+		ModulesDir: k.Modules, Modules: mods}, filepath.Join(r.root, "initrd.img")); err != nil {
+		t.Fatal(err)
+	}
+	tree := filepath.Join(t.TempDir(), "tree")
+	if err := vmtest.BusyboxRoot(tree); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(r.root, "images"), 0o755)
+	if err := vmtest.Ext4(tree, filepath.Join(r.root, "images", "base.img"), 64); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(r.root, "client-b.ipxe"), []byte("#!ipxe\n"+
+		"kernel http://10.78.0.1:8067/vmlinuz initrd=initrd.img console=ttyS0 panic=-1 berth.write=b1 "+diskless.KernelArgs("10.78.0.1:10809")+"\n"+
+		"initrd --name initrd.img http://10.78.0.1:8067/initrd.img\nboot\n"), 0o644)
+
+	const macA, macB = "52:54:00:e2:e0:0a", "52:54:00:e2:e0:0b"
+	out := r.berth("netboot", "enable", "--interface", "br0", "--range", "10.78.0.100-10.78.0.150")
+	if !strings.Contains(out, "state:") || !strings.Contains(out, "running") {
+		t.Fatalf("enable: %s", out)
+	}
+	r.berth("netboot", "host", "add", macA, "--name", "client-a", "--kernel", "vmlinuz", "--initrd", "initrd.img",
+		"--cmdline", "console=ttyS0 panic=-1 berth.write=a1", "--root", "base")
+	r.berth("netboot", "host", "add", macB, "--name", "client-b", "--bootfile", "client-b.ipxe", "--root", "base")
+
+	marks, took := r.boot("a1", macA)
+	t.Logf("client A, first boot (DHCP, HTTP script, HTTP kernel, NBD root): %s to marker", took.Round(100*time.Millisecond))
+	if marks != "a1" {
+		t.Errorf("A's first boot sees marks %q, want a1", marks)
+	}
+	marks, took = r.boot("b1", macB)
+	t.Logf("client B (DHCP, TFTP script, HTTP kernel, NBD root): %s to marker", took.Round(100*time.Millisecond))
+	if marks != "b1" {
+		t.Errorf("B sees marks %q, want only its own b1", marks)
+	}
+	r.berth("netboot", "host", "set", macA, "--cmdline", "console=ttyS0 panic=-1 berth.write=a2")
+	marks, took = r.boot("a2", macA)
+	t.Logf("client A, second boot: %s to marker", took.Round(100*time.Millisecond))
+	if marks != "a1 a2" {
+		t.Errorf("A's second boot sees marks %q, want a1 a2", marks)
+	}
+
+	var st wire.NetbootStatus
+	if err := json.Unmarshal([]byte(r.berth("netboot", "status", "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("status: %+v", st.Services)
+	d, tf, h, nb := st.Services["dhcp"], st.Services["tftp"], st.Services["http"], st.Services["diskless"]
+	if d["acks"] < 6 || d["offers"] < 3 || tf["transfers"] < 1 || h["scripts"] < 2 || h["transfers"] < 6 || nb["exports"] != 3 || nb["bytes_written"] == 0 {
+		t.Errorf("counters: dhcp %v tftp %v http %v diskless %v", d, tf, h, nb)
+	}
+	leases := r.berth("netboot", "lease", "list")
+	for _, mac := range []string{macA, macB} {
+		if !strings.Contains(leases, mac) {
+			t.Errorf("lease list lacks %s:\n%s", mac, leases)
+		}
+		if !strings.Contains(r.log.String(), "msg=\"dhcp ack\"") || !strings.Contains(r.log.String(), "mac="+mac) {
+			t.Errorf("daemon log has no boot line for %s", mac)
+		}
+	}
+}
