@@ -65,8 +65,10 @@ func (t *Tool) installGrub(ctx context.Context, v *volume) error {
 			return err
 		}
 	}
-	_, err = v.put(ctx, "EFI/BOOT/BOOTX64.EFI", boot, nil)
-	return err
+	if _, err := v.put(ctx, "EFI/BOOT/BOOTX64.EFI", boot, nil); err != nil {
+		return err
+	}
+	return t.installBIOS(ctx, v, early)
 }
 
 func (t *Tool) syncGrub(ctx context.Context, v *volume, imgs []image, cmdline string) error {

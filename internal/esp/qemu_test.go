@@ -155,11 +155,19 @@ func attach(t *testing.T, img string) string {
 // version the marker initrd printed.
 func bootQEMU(t *testing.T, disks ...string) string {
 	t.Helper()
-	vars := filepath.Join(t.TempDir(), "vars.fd")
-	copyFile(t, vars, "/usr/share/OVMF/OVMF_VARS_4M.fd")
-	args := []string{"-machine", "q35", "-m", "512", "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
-		"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-		"-drive", "if=pflash,format=raw,file=" + vars}
+	return bootFirmware(t, true, disks...)
+}
+
+// bootFirmware boots with OVMF (uefi) or QEMU's SeaBIOS (legacy BIOS).
+func bootFirmware(t *testing.T, uefi bool, disks ...string) string {
+	t.Helper()
+	args := []string{"-machine", "q35", "-m", "512", "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"}
+	if uefi {
+		vars := filepath.Join(t.TempDir(), "vars.fd")
+		copyFile(t, vars, "/usr/share/OVMF/OVMF_VARS_4M.fd")
+		args = append(args, "-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+			"-drive", "if=pflash,format=raw,file="+vars)
+	}
 	for _, d := range disks {
 		args = append(args, "-drive", "format=raw,if=virtio,file="+d)
 	}
@@ -181,7 +189,7 @@ func bootQEMU(t *testing.T, disks ...string) string {
 	re := regexp.MustCompile(`BERTH-BOOT-MARKER (\S+)`)
 	for sc.Scan() {
 		if m := re.FindStringSubmatch(sc.Text()); m != nil {
-			t.Logf("QEMU/OVMF booted %v: %s", disks, m[0])
+			t.Logf("QEMU (uefi=%v) booted %v: %s", uefi, disks, m[0])
 			return m[1]
 		}
 	}
@@ -351,5 +359,52 @@ func TestBootUEFI(t *testing.T) {
 	sync()
 	if got := bootQEMU(t, img1, img2); got != older {
 		t.Fatalf("mirror with a broken first ESP booted %s, want %s", got, older)
+	}
+}
+
+// TestBootGrub boots a GRUB-mode ESP (init PARTITION grub) twice: with
+// OVMF through the standalone grubx64.efi, and with SeaBIOS through the
+// core berth embedded in the BIOS boot partition; both read the same
+// grub.cfg, which honours the pin.
+func TestBootGrub(t *testing.T) {
+	needRoot(t)
+	needTools(t, "grub-mkimage")
+	kernels, versions := debianKernels(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	initrd := markerInitrd(t)
+	for _, v := range versions {
+		copyFile(t, root+"/boot/vmlinuz-"+v, kernels[v])
+		write(t, root+"/boot/initrd.img-"+v, string(initrd))
+	}
+	write(t, root+"/etc/kernel/cmdline", "root=/dev/vda3 console=ttyS0 quiet panic=-1\n")
+	newest, older := versions[0], versions[1]
+	if kernelsel.Compare(older, newest) > 0 {
+		newest, older = older, newest
+	}
+	b := berthCmd{t, berthBinary(t), root}
+	img, loop := loopDisk(t, dir, "disk")
+	b.run(0, "format", loop+"p2")
+	b.run(0, "kernel", "pin", older)
+	out, _ := b.run(0, "init", loop+"p2", "grub")
+	if !strings.Contains(out, "Installing grub i386-pc target") {
+		t.Fatalf("init grub did not set up legacy boot:\n%s", out)
+	}
+	out, _ = b.run(0, "status")
+	if !strings.Contains(out, "is configured with: grub (versions: ") {
+		t.Fatalf("status:\n%s", out)
+	}
+	run(t, "blockdev", "--flushbufs", loop)
+	if got := bootFirmware(t, true, img); got != older {
+		t.Fatalf("UEFI GRUB booted %s, want the pinned %s", got, older)
+	}
+	if got := bootFirmware(t, false, img); got != older {
+		t.Fatalf("BIOS GRUB booted %s, want the pinned %s", got, older)
+	}
+	b.run(0, "kernel", "unpin")
+	b.run(0, "refresh")
+	run(t, "blockdev", "--flushbufs", loop)
+	if got := bootFirmware(t, false, img); got != newest {
+		t.Fatalf("BIOS GRUB after unpin booted %s, want the newest %s", got, newest)
 	}
 }
