@@ -41,3 +41,8 @@ type VMSnapshot struct {
 type VMSnapshotRequest struct {
 	Name string `json:"name"`
 }
+
+// ConsoleUpgrade is the Upgrade protocol of VM and UML console
+// attachments: after "101 Switching Protocols" the connection carries the
+// console's raw bytes both ways, unframed.
+const ConsoleUpgrade = "berth-console"

@@ -47,6 +47,8 @@ func (sv *Services) Routes() []Route {
 	rs = append(rs, sv.nodeRoutes()...)
 	rs = append(rs, sv.bootRoutes()...)
 	rs = append(rs, sv.guestRoutes()...)
+	rs = append(rs, sv.vmRoutes()...)
+	rs = append(rs, sv.umlRoutes()...)
 	rs = append(rs, sv.containerRoutes()...)
 	rs = append(rs, sv.ksmRoutes()...)
 	rs = append(rs, sv.imageRoutes()...)

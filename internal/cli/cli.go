@@ -153,6 +153,7 @@ unix socket locally, or over HTTPS with --server and --token.`,
 	root.AddCommand(e.netbootCmd())
 	root.AddCommand(e.ctCmd())
 	root.AddCommand(e.ctHelperCmds()...)
+	root.AddCommand(e.vmCmd(), e.umlCmd(), e.umlHelperCmd())
 	return root
 }
 

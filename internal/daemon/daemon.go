@@ -134,8 +134,10 @@ func Run(ctx context.Context, o Options) error {
 		log.Warn("task retention", "err", err)
 	}
 	o.Drivers = withContainerDriver(o, st, log)
+	o.Drivers = withVMDrivers(o, o.Drivers, log)
 	reg := guest.NewRegistry(st, o.Drivers...)
 	adoptContainers(ctx, reg, log)
+	adoptVMs(ctx, reg, log)
 	imgs, err := openImages(ctx, st, o, reg, log)
 	if err != nil {
 		return err

@@ -234,7 +234,7 @@ if [ -n "$WRITE" ]; then
 	mkdir -p /marks
 	echo "$WRITE" > /marks/$WRITE
 	sync
-	echo "BERTH-MARKS: $(ls /marks | tr '\n' ' ')" 2>/dev/null || echo "BERTH-MARKS: $(ls /marks)"
+	echo "BERTH-MARKS: $(ls /marks | tr '\n' ' ')END"
 fi
 if [ -n "$IP" ]; then
 	ip link set lo up

@@ -1,0 +1,232 @@
+package uml
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/vmtest"
+)
+
+// TestMain lets the test binary act as the console relay, as the berth
+// binary does through its hidden command.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == RelayCommand {
+		os.Exit(RelayMain(os.Args[2:], os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+type tlog struct{ t *testing.T }
+
+func (l tlog) Printf(f string, a ...any) { l.t.Helper(); l.t.Logf(f, a...) }
+
+func testDriver(t *testing.T, root string) *Driver {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := New(root, []string{exe, RelayCommand}, nil)
+	return d
+}
+
+func sum(t *testing.T, path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b))
+}
+
+// openUp makes the test's temporary directories searchable, as a real
+// image store's are, so the unprivileged UML user can reach the base.
+func openUp(t *testing.T, dir string) {
+	for p := dir; p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
+		os.Chmod(p, 0o755)
+	}
+}
+
+// TestTwoGuestsShareBase boots two UML guests as the unprivileged
+// berth-uml user from one read-only base image through their own COW
+// files: each sees only its own writes, the base stays untouched, the
+// first reaches the host over a tuntap NIC in a test bridge; both shut
+// down cleanly through mconsole, and the first's COW file is committed
+// into a new base with uml_moo.
+func TestTwoGuestsShareBase(t *testing.T) {
+	if ok, why := vmtest.Root(); !ok {
+		t.Skip(why)
+	}
+	dir := t.TempDir()
+	openUp(t, dir)
+	im, err := vmtest.Build(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(im.Root, 0o444)
+	baseSum := sum(t, im.Root)
+	baseStat, _ := os.Stat(im.Root)
+	br := fmt.Sprintf("btu%d", os.Getpid()%100000)
+	delBr, err := vmtest.Bridge(br, "10.231.8.1/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer delBr()
+	d := testDriver(t, filepath.Join(dir, "uml"))
+	ctx := context.Background()
+	a := api.Guest{ID: 4301, Kind: api.GuestUML, Config: map[string]string{"memory": "96", "disk0": im.Root + ",cow",
+		"net0": "tuntap,bridge=" + br, "append": "berth.ip=10.231.8.2/24 berth.host=10.231.8.1 berth.write=alpha"}}
+	b := api.Guest{ID: 4302, Kind: api.GuestUML, Config: map[string]string{"memory": "96", "disk0": im.Root + ",cow",
+		"append": "berth.write=beta"}}
+	for _, g := range []api.Guest{a, b} {
+		if errs := d.Validate(g); errs != nil {
+			t.Fatal(errs)
+		}
+		if err := d.Create(ctx, g, tlog{t}); err != nil {
+			t.Fatal(err)
+		}
+		defer d.Destroy(context.Background(), g, tlog{t})
+		defer d.Stop(context.Background(), g, tlog{t})
+		if err := d.Start(ctx, g, tlog{t}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fail := []string{vmtest.NetFail, "Kernel panic"}
+	if out, err := vmtest.WaitFor(d.ConsoleLog(a.ID), 2*time.Minute, fail, vmtest.BootMarker, "BERTH-MARKS: alpha END", vmtest.NetOK, "BERTH-READY"); err != nil {
+		t.Fatalf("guest a: %v\n%s", err, out)
+	}
+	if out, err := vmtest.WaitFor(d.ConsoleLog(b.ID), 2*time.Minute, fail, vmtest.BootMarker, "BERTH-MARKS: beta END", "BERTH-READY"); err != nil {
+		t.Fatalf("guest b: %v\n%s", err, out)
+	}
+	// b has no tuntap NIC, so it always runs unprivileged; a does only
+	// where /dev/net/tun is open to it.
+	us, err := d.UMLStatus(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if us.Status != api.GuestRunning || us.User != DefaultUser || !strings.Contains(us.Kernel, "6.") || us.MemoryBytes == 0 {
+		t.Errorf("status = %+v, want running as %s with a kernel version", us, DefaultUser)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d", us.PID), &st); err != nil || st.Uid == 0 {
+		t.Errorf("UML kernel runs as uid %d (%v), want an unprivileged user", st.Uid, err)
+	}
+	// After a daemon restart a fresh driver finds both guests.
+	d2 := testDriver(t, d.Root)
+	for _, g := range []api.Guest{a, b} {
+		if s, err := d2.Adopt(ctx, g); err != nil || s.Status != api.GuestRunning {
+			t.Errorf("adopt %d = %+v, %v", g.ID, s, err)
+		}
+	}
+	if err := d2.Suspend(ctx, a, tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := d2.Status(ctx, a); s.Status != api.GuestPaused {
+		t.Errorf("after suspend: %s", s.Status)
+	}
+	if err := d2.Resume(ctx, a, tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := d2.Sysrq(ctx, a, "m"); err != nil {
+		t.Errorf("sysrq m: %q, %v", out, err)
+	}
+	for _, g := range []api.Guest{a, b} {
+		if err := d2.Shutdown(ctx, g, time.Minute, tlog{t}); err != nil {
+			t.Fatal(err)
+		}
+		if out, _ := os.ReadFile(d.ConsoleLog(g.ID)); !strings.Contains(string(out), vmtest.Halting) {
+			t.Errorf("guest %d did not shut down cleanly:\n%s", g.ID, out)
+		}
+		if s, _ := d2.Status(ctx, g); s.Status != api.GuestStopped {
+			t.Errorf("guest %d after shutdown: %s", g.ID, s.Status)
+		}
+	}
+	if d.Net.Exists(tapName(a.ID, 0)) {
+		t.Error("tap left behind")
+	}
+	// The COW files hold the writes; the base is untouched.
+	if got := sum(t, im.Root); got != baseSum {
+		t.Error("base image content changed")
+	}
+	if st, _ := os.Stat(im.Root); !st.ModTime().Equal(baseStat.ModTime()) {
+		t.Error("base image mtime changed")
+	}
+	h, err := ReadCOWHeader(d.cowPath(a.ID, Disk{Key: "disk0"}))
+	if err != nil || h.Backing != im.Root || h.Size != baseStat.Size() || CheckBase(h, im.Root) != nil {
+		t.Errorf("COW header %+v, %v", h, err)
+	}
+	// A second boot of a keeps its own write and still not b's.
+	a.Config["append"] = "berth.write=alpha2"
+	if err := d.Start(ctx, a, tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := vmtest.WaitFor(d.ConsoleLog(a.ID), 2*time.Minute, fail, "BERTH-MARKS: alpha alpha2 END"); err != nil {
+		t.Fatalf("guest a, second boot: %v\n%s", err, out)
+	}
+	if err := d.Commit(ctx, a, "disk0", filepath.Join(dir, "merged.ext4"), tlog{t}); err == nil {
+		t.Error("commit of a running guest succeeded")
+	}
+	if err := d.Shutdown(ctx, a, time.Minute, tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	merged := filepath.Join(dir, "merged.ext4")
+	if err := d.Commit(ctx, a, "disk0", merged, tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("debugfs", "-R", "ls -l /marks", merged).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "alpha2") || strings.Contains(string(out), "beta") {
+		t.Errorf("merged image /marks: %s, %v; want alpha and alpha2, not beta", out, err)
+	}
+	// Changing the base invalidates the COW files: start refuses clearly.
+	os.Chtimes(im.Root, time.Now(), time.Now())
+	if err := d.Start(ctx, b, tlog{t}); err == nil || !strings.Contains(err.Error(), "changed after the COW file was made") {
+		t.Errorf("start over a changed base: %v", err)
+	}
+}
+
+// TestBadInput checks errors given before anything starts.
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	d := testDriver(t, filepath.Join(dir, "uml"))
+	d.Net.SysNet = filepath.Join(dir, "sysnet")
+	img := filepath.Join(dir, "img")
+	os.WriteFile(img, make([]byte, 4096), 0o644)
+	kernel := filepath.Join(dir, "linux")
+	os.WriteFile(kernel, []byte("#!/bin/sh\n"), 0o755)
+	for _, tc := range []struct {
+		name string
+		cfg  map[string]string
+		want string
+	}{
+		{"missing image", map[string]string{"disk0": "/nonexistent.img,cow"}, "/nonexistent.img"},
+		{"missing kernel", map[string]string{"kernel": "/nonexistent/linux"}, "UML kernel /nonexistent/linux"},
+		{"unknown bridge", map[string]string{"kernel": kernel, "disk0": img, "net0": "tuntap,bridge=nosuch0"}, "bridge nosuch0 does not exist"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := api.Guest{ID: 4400, Kind: api.GuestUML, Config: tc.cfg}
+			if err := d.Create(context.Background(), g, tlog{t}); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Create = %v, want %q", err, tc.want)
+			}
+			if _, err := os.Stat(d.dir(4400)); err == nil {
+				t.Error("failed create left a directory")
+			}
+		})
+	}
+	// A port in use.
+	ln, err := listenAny()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	g := api.Guest{ID: 4401, Kind: api.GuestUML, Config: map[string]string{"kernel": kernel, "console": fmt.Sprintf("port:%d", ln.port)}}
+	if err := d.Create(context.Background(), g, tlog{t}); err == nil || !strings.Contains(err.Error(), "already in use") {
+		t.Errorf("port in use: %v", err)
+	}
+}

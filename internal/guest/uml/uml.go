@@ -1,0 +1,757 @@
+// Package uml is berth's driver for User Mode Linux guests: a Linux kernel
+// (Debian's user-mode-linux) run as an ordinary host process, preferably
+// as an unprivileged user. It builds the kernel command line (ubd disks
+// with copy-on-write files over shared read-only bases, ethN over tuntap
+// in a bridge, multicast or uml_switch, con= and ssl= channels), runs the
+// kernel under a console relay that outlives the daemon, controls it over
+// the management console (mconsole), detects failed boots and retries
+// once, and merges COW files into new bases with uml_moo.
+package uml
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/hostproc"
+	"github.com/berthhq/berth/internal/mconsole"
+	"github.com/berthhq/berth/internal/tap"
+)
+
+// Driver runs UML guests. Each guest lives in Root/<id>.
+type Driver struct {
+	Root string
+	// Helper is the command line that runs RelayMain: the berth binary
+	// and RelayCommand.
+	Helper []string
+	// User is the host account UML kernels run as; it is created (as a
+	// system user) when missing. Empty means root.
+	User string
+	// TunDevice is the TUN/TAP clone device a tuntap NIC opens.
+	TunDevice string
+	// UmlMoo is the uml_moo binary (Debian's uml-utilities).
+	UmlMoo string
+	// BootTimeout bounds how long Start waits for the root file system
+	// to be mounted.
+	BootTimeout time.Duration
+	Net         tap.Net
+	Proc        hostproc.Proc
+	Log         *slog.Logger
+}
+
+// DefaultUser is the system user UML guests run as.
+const DefaultUser = "berth-uml"
+
+// New returns a driver for guests under root on the real host; helper runs
+// the console relay.
+func New(root string, helper []string, log *slog.Logger) *Driver {
+	return &Driver{Root: root, Helper: helper, User: DefaultUser, UmlMoo: "uml_moo", TunDevice: "/dev/net/tun", BootTimeout: 90 * time.Second,
+		Net: tap.Host, Proc: "/proc", Log: log}
+}
+
+var _ guest.Driver = (*Driver)(nil)
+
+// Kind returns api.GuestUML.
+func (d *Driver) Kind() api.GuestKind { return api.GuestUML }
+
+// Validate checks the options without touching the host.
+func (d *Driver) Validate(cfg api.Guest) map[string]string {
+	_, errs := ParseSpec(cfg.Config)
+	return errs
+}
+
+func (d *Driver) spec(cfg api.Guest) (Spec, error) {
+	if cfg.Kind != api.GuestUML {
+		return Spec{}, fmt.Errorf("guest %d is a %s, not a UML guest", cfg.ID, cfg.Kind)
+	}
+	s, errs := ParseSpec(cfg.Config)
+	if errs != nil {
+		return Spec{}, &guest.ValidationError{Fields: errs}
+	}
+	return s, nil
+}
+
+func (d *Driver) dir(id int) string { return filepath.Join(d.Root, strconv.Itoa(id)) }
+
+// ConsoleLog is the file holding the guest's main console output since
+// its last start.
+func (d *Driver) ConsoleLog(id int) string { return filepath.Join(d.dir(id), consoleLog) }
+
+// MconsoleSocket is the guest's management console socket.
+func (d *Driver) MconsoleSocket(id int) string { return filepath.Join(d.dir(id), "uml", "mconsole") }
+
+func (d *Driver) cowPath(id int, dk Disk) string { return filepath.Join(d.dir(id), dk.Key+".cow") }
+
+func tapName(id, index int) string { return fmt.Sprintf("tap%du%d", id, index) }
+
+// umid is the UML instance name; uml_dir is the guest directory, so the
+// mconsole socket is DIR/uml/mconsole.
+const umid = "uml"
+
+func mark(id int) string { return fmt.Sprintf("\x00berth.guest=%d", id) }
+
+// Args returns the kernel command line (without the kernel) for a guest
+// whose directory is the current directory of the process.
+func Args(id int, s Spec) []string {
+	a := []string{fmt.Sprintf("mem=%dM", s.MemoryMiB), "umid=" + umid, "uml_dir=.", fmt.Sprintf("berth.guest=%d", id)}
+	for _, dk := range s.Disks {
+		switch {
+		case dk.COW:
+			a = append(a, fmt.Sprintf("ubd%d=%s.cow,%s", dk.Index, dk.Key, dk.Image))
+		case dk.RO:
+			a = append(a, fmt.Sprintf("ubd%dr=%s", dk.Index, dk.Image))
+		default:
+			a = append(a, fmt.Sprintf("ubd%d=%s", dk.Index, dk.Image))
+		}
+	}
+	if len(s.Disks) > 0 {
+		a = append(a, "root=/dev/ubd"+string(rune('a'+s.Disks[0].Index)))
+	}
+	for _, n := range s.NICs {
+		switch n.Mode {
+		case "tuntap":
+			mac := n.MAC
+			if mac == "" {
+				mac = DefaultMAC(id, n.Index)
+			}
+			a = append(a, fmt.Sprintf("eth%d=tuntap,%s,%s", n.Index, tapName(id, n.Index), mac))
+		case "mcast":
+			a = append(a, fmt.Sprintf("eth%d=mcast,%s,%s,%d,1", n.Index, DefaultMAC(id, n.Index), n.Group, n.Port))
+		case "daemon":
+			a = append(a, fmt.Sprintf("eth%d=daemon,%s,unix,%s", n.Index, DefaultMAC(id, n.Index), n.Socket))
+		}
+	}
+	con := s.Console
+	if con == "fd" {
+		con = "fd:0,fd:1"
+	}
+	a = append(a, "con=null", "con0="+con, "ssl="+s.Serial)
+	if s.Append != "" {
+		a = append(a, strings.Fields(s.Append)...)
+	}
+	return a
+}
+
+// Create checks the host and makes the guest's directory; COW files are
+// made by the kernel at first boot.
+func (d *Driver) Create(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	s, err := d.spec(cfg)
+	if err != nil {
+		return err
+	}
+	if err := d.preflight(cfg.ID, s); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(d.Root, 0o711); err != nil {
+		return fmt.Errorf("create %s: %w", d.Root, err)
+	}
+	if err := os.Mkdir(d.dir(cfg.ID), 0o700); err != nil {
+		return fmt.Errorf("create guest directory: %w (left over from an earlier guest %d? remove it)", err, cfg.ID)
+	}
+	for _, dk := range s.Disks {
+		if dk.COW {
+			log.Printf("%s: copy-on-write over read-only base %s", dk.Key, dk.Image)
+		}
+	}
+	return nil
+}
+
+// preflight checks files, bridges and ports before anything starts.
+func (d *Driver) preflight(id int, s Spec) error {
+	if st, err := os.Stat(s.Kernel); err != nil || st.Mode()&0o111 == 0 {
+		return fmt.Errorf("UML kernel %s is missing or not executable (install Debian's user-mode-linux): %v", s.Kernel, errOr(err, "not executable"))
+	}
+	for _, dk := range s.Disks {
+		st, err := os.Stat(dk.Image)
+		if err != nil {
+			return fmt.Errorf("%s: image %s: %w", dk.Key, dk.Image, err)
+		}
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("%s: %s is not a regular file", dk.Key, dk.Image)
+		}
+		if dk.COW {
+			if h, err := ReadCOWHeader(d.cowPath(id, dk)); err == nil {
+				if err := CheckBase(h, dk.Image); err != nil {
+					return fmt.Errorf("%s: %w", dk.Key, err)
+				}
+			}
+		}
+	}
+	for _, n := range s.NICs {
+		switch n.Mode {
+		case "tuntap":
+			if err := d.Net.BridgeExists(n.Bridge); err != nil {
+				return fmt.Errorf("%s: %w", n.Key, err)
+			}
+		case "daemon":
+			if _, err := os.Stat(n.Socket); err != nil {
+				return fmt.Errorf("%s: uml_switch socket %s: %w (start uml_switch)", n.Key, n.Socket, err)
+			}
+		}
+	}
+	for _, ch := range []struct{ opt, v string }{{"console", s.Console}, {"serial", s.Serial}} {
+		if p := ChannelPort(ch.v); p != 0 {
+			ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
+			if err != nil {
+				return fmt.Errorf("%s=port:%d: the port is already in use: choose another", ch.opt, p)
+			}
+			ln.Close()
+		}
+	}
+	if p := filepath.Join(d.dir(id), consoleSock); len(p) >= 108 {
+		return fmt.Errorf("socket path %s is over the 107 bytes a unix socket allows: use a shorter data directory", p)
+	}
+	return nil
+}
+
+func errOr(err error, s string) string {
+	if err != nil {
+		return err.Error()
+	}
+	return s
+}
+
+func (d *Driver) pid(id int) int {
+	pid, _ := hostproc.ReadPidfile(filepath.Join(d.dir(id), pidFile))
+	if pid > 0 && d.Proc.Alive(pid, mark(id)) {
+		return pid
+	}
+	return 0
+}
+
+// account returns the uid and gid to run as (-1 for root) and the reason
+// when it falls back to root.
+func (d *Driver) account(ctx context.Context, s Spec) (uid, gid int, name, why string) {
+	if d.User == "" {
+		return -1, -1, "root", "no unprivileged user configured"
+	}
+	u, err := user.Lookup(d.User)
+	if err != nil {
+		out, err := exec.CommandContext(ctx, "useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+			"--shell", "/usr/sbin/nologin", d.User).CombinedOutput()
+		if err != nil {
+			return -1, -1, "root", fmt.Sprintf("cannot create user %s: %v: %s", d.User, err, strings.TrimSpace(string(out)))
+		}
+		if u, err = user.Lookup(d.User); err != nil {
+			return -1, -1, "root", err.Error()
+		}
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	for _, dk := range s.Disks {
+		if err := reachable(dk.Image, uid, gid, !dk.COW && !dk.RO); err != nil {
+			return -1, -1, "root", fmt.Sprintf("%s: %v", dk.Key, err)
+		}
+	}
+	if err := reachable(s.Kernel, uid, gid, false); err != nil {
+		return -1, -1, "root", err.Error()
+	}
+	for _, n := range s.NICs {
+		if n.Mode != "tuntap" {
+			continue
+		}
+		if err := reachable(d.TunDevice, uid, gid, true); err != nil {
+			return -1, -1, "root", fmt.Sprintf("%s: %v (Debian's udev makes it mode 0666)", n.Key, err)
+		}
+	}
+	return uid, gid, d.User, ""
+}
+
+// reachable checks by mode bits that uid/gid can open path (for writing
+// when write is set), including search permission on every parent.
+func reachable(path string, uid, gid int, write bool) error {
+	may := func(st os.FileInfo, bit os.FileMode) bool {
+		sys := st.Sys().(*syscall.Stat_t)
+		switch {
+		case int(sys.Uid) == uid:
+			return st.Mode().Perm()&(bit<<6) != 0
+		case int(sys.Gid) == gid:
+			return st.Mode().Perm()&(bit<<3) != 0
+		}
+		return st.Mode().Perm()&bit != 0
+	}
+	for p := filepath.Dir(path); ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if !may(st, 0o1) {
+			return fmt.Errorf("directory %s is not searchable by uid %d", p, uid)
+		}
+		if p == "/" {
+			break
+		}
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !may(st, 0o4) || (write && !may(st, 0o2)) {
+		return fmt.Errorf("%s is not %s by uid %d", path, map[bool]string{true: "writable", false: "readable"}[write], uid)
+	}
+	return nil
+}
+
+// bootFailures are console lines of a boot that went wrong early; the
+// first group is the transient kind seen under heavy host load (a crypto
+// self-test timing out, after which the root disk fails to open) that a
+// second attempt usually survives.
+var (
+	transientFailures = []string{"alg: self-tests", "self-test failed", "Failed to open '", "Couldn't open", "VFS: Cannot open root device"}
+	fatalFailures     = []string{"Kernel panic", "mtime mismatch", "Backing file", "Failed to get host"}
+	bootDone          = []string{"VFS: Mounted root", "Run /sbin/init", "Freeing unused kernel"}
+)
+
+// errTransient marks a failed boot worth one retry.
+var errTransient = errors.New("transient boot failure")
+
+// Start boots the guest and waits until its root file system is mounted;
+// a boot that fails early is reported with the console's last lines and
+// retried once. On failure nothing is left running.
+func (d *Driver) Start(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	s, err := d.spec(cfg)
+	if err != nil {
+		return err
+	}
+	if pid := d.pid(cfg.ID); pid != 0 {
+		return fmt.Errorf("UML guest %d is already running (PID %d)", cfg.ID, pid)
+	}
+	if err := d.preflight(cfg.ID, s); err != nil {
+		return err
+	}
+	err = d.boot(ctx, cfg.ID, s, log)
+	if errors.Is(err, errTransient) {
+		log.Printf("boot failed early (%v): retrying once", err)
+		err = d.boot(ctx, cfg.ID, s, log)
+	}
+	return err
+}
+
+func (d *Driver) boot(ctx context.Context, id int, s Spec, log guest.Logger) (err error) {
+	dir := d.dir(id)
+	d.cleanup(context.WithoutCancel(ctx), id, s)
+	var fresh []string
+	for _, dk := range s.Disks {
+		if _, err := os.Stat(d.cowPath(id, dk)); dk.COW && err != nil {
+			fresh = append(fresh, d.cowPath(id, dk))
+		}
+	}
+	defer func() {
+		if err != nil {
+			d.kill(context.WithoutCancel(ctx), id)
+			d.cleanup(context.WithoutCancel(ctx), id, s)
+			// A COW file the failed boot made may be half-written.
+			for _, f := range fresh {
+				os.Remove(f)
+			}
+		}
+	}()
+	uid, gid, account, why := d.account(ctx, s)
+	if why != "" {
+		log.Printf("running as root: %s", why)
+	} else {
+		log.Printf("running as unprivileged user %s (uid %d)", account, uid)
+	}
+	if uid >= 0 {
+		os.Chown(dir, uid, gid)
+		for _, dk := range s.Disks {
+			os.Chown(d.cowPath(id, dk), uid, gid)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "account"), []byte(account+"\n"), 0o644)
+	for _, n := range s.NICs {
+		if n.Mode != "tuntap" {
+			continue
+		}
+		if err := d.Net.Create(ctx, tapName(id, n.Index), n.Bridge, uid); err != nil {
+			return fmt.Errorf("%s: %w", n.Key, err)
+		}
+		log.Printf("%s: tap %s in bridge %s", n.Key, tapName(id, n.Index), n.Bridge)
+	}
+	if len(d.Helper) == 0 {
+		return errors.New("no console relay helper configured")
+	}
+	args := append(append([]string{}, d.Helper[1:]...), dir, strconv.Itoa(uid), strconv.Itoa(gid), s.Kernel)
+	args = append(args, Args(id, s)...)
+	cmd := exec.Command(d.Helper[0], args...)
+	cmd.Args[0] = "berth"
+	cmd.Dir = dir
+	relayLog, err := os.OpenFile(filepath.Join(dir, "relay.log"), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer relayLog.Close()
+	cmd.Stdout, cmd.Stderr = relayLog, relayLog
+	// The relay gets its own session so that it, and the guest, outlive
+	// the daemon.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start console relay: %w", err)
+	}
+	relayDone := make(chan struct{})
+	go func() { cmd.Wait(); close(relayDone) }()
+	log.Printf("UML kernel %s, %d MiB, %d disks", s.Kernel, s.MemoryMiB, len(s.Disks))
+	return d.waitBoot(ctx, id, s, relayDone, log)
+}
+
+// waitBoot watches the console until the root file system is mounted.
+func (d *Driver) waitBoot(ctx context.Context, id int, s Spec, relayDone <-chan struct{}, log guest.Logger) error {
+	deadline := time.After(d.BootTimeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	quiet := strings.Contains(" "+s.Append+" ", " quiet ") || s.Console != "fd"
+	var mountedAt time.Time
+	for {
+		b, _ := os.ReadFile(d.ConsoleLog(id))
+		text := string(b)
+		for _, f := range fatalFailures {
+			if strings.Contains(text, f) {
+				return fmt.Errorf("UML guest %d failed to boot (%q on its console):\n%s", id, f, tail(text, 15))
+			}
+		}
+		for _, f := range transientFailures {
+			if strings.Contains(text, f) {
+				return fmt.Errorf("UML guest %d failed to boot (%q on its console):\n%s: %w", id, f, tail(text, 15), errTransient)
+			}
+		}
+		pid := d.pid(id)
+		if pid != 0 {
+			done := false
+			for _, m := range bootDone {
+				done = done || strings.Contains(text, m)
+			}
+			if quiet && mountedAt.IsZero() {
+				mctx, cancel := context.WithTimeout(ctx, time.Second)
+				if _, err := mconsole.Send(mctx, d.MconsoleSocket(id), "version"); err == nil {
+					mountedAt = time.Now()
+				}
+				cancel()
+			}
+			if done || (quiet && !mountedAt.IsZero() && time.Since(mountedAt) > 2*time.Second) {
+				log.Printf("UML guest %d is up (PID %d)", id, pid)
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-relayDone:
+			b, _ := os.ReadFile(d.ConsoleLog(id))
+			rl, _ := os.ReadFile(filepath.Join(d.dir(id), "relay.log"))
+			return fmt.Errorf("UML guest %d exited while booting:\n%s%s: %w", id, tail(string(b), 15), rl, errTransient)
+		case <-deadline:
+			return fmt.Errorf("UML guest %d did not mount its root file system within %s:\n%s", id, d.BootTimeout, tail(text, 15))
+		case <-tick.C:
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// kill ends the guest's kernel and all its host processes.
+func (d *Driver) kill(ctx context.Context, id int) error {
+	pid := d.pid(id)
+	if pid == 0 {
+		return nil
+	}
+	// The kernel leads its own process group: take its helpers too.
+	syscall.Kill(-pid, syscall.SIGKILL)
+	return d.Proc.Kill(ctx, pid, mark(id))
+}
+
+// cleanup removes what a run leaves behind: taps, the umid directory,
+// sockets and the paused flag.
+func (d *Driver) cleanup(ctx context.Context, id int, s Spec) {
+	for _, n := range s.NICs {
+		if n.Mode == "tuntap" {
+			if err := d.Net.Delete(ctx, tapName(id, n.Index)); err != nil && d.Log != nil {
+				d.Log.Warn("remove tap", "uml", id, "err", err)
+			}
+		}
+	}
+	dir := d.dir(id)
+	os.RemoveAll(filepath.Join(dir, umid))
+	for _, f := range []string{pidFile, consoleSock, "paused"} {
+		os.Remove(filepath.Join(dir, f))
+	}
+}
+
+// Mconsole sends cmd to a running guest's management console.
+func (d *Driver) Mconsole(ctx context.Context, id int, cmd string) (string, error) {
+	if d.pid(id) == 0 {
+		return "", fmt.Errorf("UML guest %d is not running", id)
+	}
+	return mconsole.Send(ctx, d.MconsoleSocket(id), cmd)
+}
+
+// Shutdown sends Ctrl-Alt-Del through mconsole (cad: init shuts the guest
+// down) and waits; then it halts the kernel, then kills it.
+func (d *Driver) Shutdown(ctx context.Context, cfg api.Guest, timeout time.Duration, log guest.Logger) error {
+	s, err := d.spec(cfg)
+	if err != nil {
+		return err
+	}
+	pid := d.pid(cfg.ID)
+	if pid == 0 {
+		d.cleanup(ctx, cfg.ID, s)
+		log.Printf("UML guest %d is not running", cfg.ID)
+		return nil
+	}
+	os.Remove(filepath.Join(d.dir(cfg.ID), "paused"))
+	d.Mconsole(ctx, cfg.ID, "go")
+	log.Printf("sending Ctrl-Alt-Del to UML guest %d, waiting up to %s", cfg.ID, timeout)
+	if _, err := d.Mconsole(ctx, cfg.ID, "cad"); err != nil {
+		log.Printf("mconsole cad: %v", err)
+	} else {
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		gone := d.Proc.WaitGone(wctx, pid, mark(cfg.ID))
+		cancel()
+		if gone {
+			d.cleanup(ctx, cfg.ID, s)
+			log.Printf("UML guest %d shut down", cfg.ID)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Printf("UML guest %d still runs after %s: halting it", cfg.ID, timeout)
+	}
+	return d.Stop(ctx, cfg, log)
+}
+
+// Stop halts the kernel through mconsole at once (no clean shutdown of
+// the guest's services), killing it if it does not go within 5 seconds.
+func (d *Driver) Stop(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	s, err := d.spec(cfg)
+	if err != nil {
+		return err
+	}
+	if pid := d.pid(cfg.ID); pid != 0 {
+		mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		mconsole.SendNoWait(mctx, d.MconsoleSocket(cfg.ID), "halt")
+		cancel()
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		gone := d.Proc.WaitGone(wctx, pid, mark(cfg.ID))
+		cancel()
+		if !gone {
+			if err := d.kill(ctx, cfg.ID); err != nil {
+				return err
+			}
+		}
+		log.Printf("UML guest %d stopped", cfg.ID)
+	}
+	d.cleanup(ctx, cfg.ID, s)
+	return nil
+}
+
+// Status reports running, paused (stopped through mconsole) or stopped.
+func (d *Driver) Status(ctx context.Context, cfg api.Guest) (guest.State, error) {
+	us, err := d.UMLStatus(ctx, cfg)
+	if err != nil {
+		return guest.State{Status: api.GuestUnknown}, err
+	}
+	st := guest.State{Status: us.Status, PID: us.PID, Details: map[string]string{}}
+	if us.User != "" {
+		st.Details["user"] = us.User
+	}
+	return st, nil
+}
+
+// UMLStatus reads the guest's state from its process and mconsole.
+func (d *Driver) UMLStatus(ctx context.Context, cfg api.Guest) (api.UMLStatus, error) {
+	s, err := d.spec(cfg)
+	if err != nil {
+		return api.UMLStatus{}, err
+	}
+	us := api.UMLStatus{ID: cfg.ID, Status: api.GuestStopped, MaxMemoryMiB: s.MemoryMiB}
+	pid := d.pid(cfg.ID)
+	if pid == 0 {
+		return us, nil
+	}
+	us.PID, us.Status, us.Mconsole = pid, api.GuestRunning, d.MconsoleSocket(cfg.ID)
+	if b, err := os.ReadFile(filepath.Join(d.dir(cfg.ID), "account")); err == nil {
+		us.User = strings.TrimSpace(string(b))
+	}
+	if u, err := d.Proc.Usage(pid); err == nil {
+		us.CPUSeconds, us.MemoryBytes, us.UptimeSeconds = u.CPUSeconds, u.RSSBytes, u.UptimeSeconds
+	}
+	if _, err := os.Stat(filepath.Join(d.dir(cfg.ID), "paused")); err == nil {
+		us.Status = api.GuestPaused
+		return us, nil
+	}
+	mctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if v, err := mconsole.Send(mctx, d.MconsoleSocket(cfg.ID), "version"); err == nil {
+		us.Kernel = strings.TrimSpace(v)
+	}
+	return us, nil
+}
+
+// Destroy removes the guest's directory with its COW files; base images
+// are left alone.
+func (d *Driver) Destroy(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	if pid := d.pid(cfg.ID); pid != 0 {
+		return fmt.Errorf("UML guest %d is running (PID %d): stop it first", cfg.ID, pid)
+	}
+	if s, errs := ParseSpec(cfg.Config); errs == nil {
+		d.cleanup(ctx, cfg.ID, s)
+	}
+	if err := os.RemoveAll(d.dir(cfg.ID)); err != nil {
+		return fmt.Errorf("remove UML guest %d: %w", cfg.ID, err)
+	}
+	log.Printf("removed %s", d.dir(cfg.ID))
+	return nil
+}
+
+// Console attaches to the main console through the relay.
+func (d *Driver) Console(ctx context.Context, cfg api.Guest) (io.ReadWriteCloser, error) {
+	s, err := d.spec(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if s.Console != "fd" {
+		return nil, fmt.Errorf("the main console of UML guest %d is on %s, not berth's relay (console=fd): %w", cfg.ID, s.Console, guest.ErrNotSupported)
+	}
+	if d.pid(cfg.ID) == 0 {
+		return nil, fmt.Errorf("UML guest %d is not running", cfg.ID)
+	}
+	var dl net.Dialer
+	return dl.DialContext(ctx, "unix", filepath.Join(d.dir(cfg.ID), consoleSock))
+}
+
+// Exec is not supported.
+func (d *Driver) Exec(ctx context.Context, cfg api.Guest, req guest.ExecRequest) (int, error) {
+	return 0, fmt.Errorf("exec in a UML guest: use its console: %w", guest.ErrNotSupported)
+}
+
+// Adopt re-attaches to a guest that kept running; for one that is gone it
+// clears leftovers.
+func (d *Driver) Adopt(ctx context.Context, cfg api.Guest) (guest.State, error) {
+	st, err := d.Status(ctx, cfg)
+	if err == nil && st.Status == api.GuestStopped {
+		if s, errs := ParseSpec(cfg.Config); errs == nil {
+			d.cleanup(ctx, cfg.ID, s)
+		}
+	}
+	return st, err
+}
+
+// Reboot reboots the guest's kernel through mconsole.
+func (d *Driver) Reboot(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	if d.pid(cfg.ID) == 0 {
+		return fmt.Errorf("UML guest %d is not running", cfg.ID)
+	}
+	os.Remove(filepath.Join(d.dir(cfg.ID), "paused"))
+	if err := mconsole.SendNoWait(ctx, d.MconsoleSocket(cfg.ID), "reboot"); err != nil {
+		return err
+	}
+	log.Printf("UML guest %d rebooting", cfg.ID)
+	return nil
+}
+
+// Suspend freezes the kernel (mconsole stop); only mconsole answers until
+// Resume.
+func (d *Driver) Suspend(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	if _, err := d.Mconsole(ctx, cfg.ID, "stop"); err != nil {
+		return err
+	}
+	os.WriteFile(filepath.Join(d.dir(cfg.ID), "paused"), nil, 0o644)
+	log.Printf("UML guest %d paused", cfg.ID)
+	return nil
+}
+
+// Resume continues a paused guest (mconsole go).
+func (d *Driver) Resume(ctx context.Context, cfg api.Guest, log guest.Logger) error {
+	if _, err := d.Mconsole(ctx, cfg.ID, "go"); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(d.dir(cfg.ID), "paused"))
+	log.Printf("UML guest %d resumed", cfg.ID)
+	return nil
+}
+
+// Sysrq sends a magic SysRq key and returns the kernel's answer.
+func (d *Driver) Sysrq(ctx context.Context, cfg api.Guest, key string) (string, error) {
+	if len(key) != 1 || !strings.Contains("bcdefghijklmnopqrstuvwxyz0123456789", key) {
+		return "", &guest.ValidationError{Fields: map[string]string{"key": fmt.Sprintf("%q: a SysRq key is one lowercase letter or digit", key)}}
+	}
+	return d.Mconsole(ctx, cfg.ID, "sysrq "+key)
+}
+
+// Commit merges the COW file of disk (diskN) into a new base image at
+// image with uml_moo; the guest must be stopped and image must not exist.
+func (d *Driver) Commit(ctx context.Context, cfg api.Guest, disk, image string, log guest.Logger) error {
+	s, err := d.spec(cfg)
+	if err != nil {
+		return err
+	}
+	if disk == "" {
+		disk = "disk0"
+	}
+	if d.pid(cfg.ID) != 0 {
+		return fmt.Errorf("UML guest %d is running: shut it down before committing its COW file", cfg.ID)
+	}
+	if !filepath.IsAbs(image) {
+		return &guest.ValidationError{Fields: map[string]string{"image": fmt.Sprintf("%q must be an absolute path", image)}}
+	}
+	if _, err := os.Stat(image); err == nil {
+		return &guest.ValidationError{Fields: map[string]string{"image": image + " already exists: name a new file"}}
+	}
+	for _, dk := range s.Disks {
+		if dk.Key != disk {
+			continue
+		}
+		if !dk.COW {
+			return &guest.ValidationError{Fields: map[string]string{"disk": disk + " is not a COW disk"}}
+		}
+		cow := d.cowPath(cfg.ID, dk)
+		h, err := ReadCOWHeader(cow)
+		if err != nil {
+			return fmt.Errorf("%s has no usable COW file yet (boot the guest once): %w", disk, err)
+		}
+		if err := CheckBase(h, dk.Image); err != nil {
+			return err
+		}
+		tmp := image + ".berth-tmp"
+		os.Remove(tmp)
+		out, err := exec.CommandContext(ctx, d.UmlMoo, "-b", dk.Image, cow, tmp).CombinedOutput()
+		if err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("uml_moo: %w: %s", err, strings.TrimSpace(string(out)))
+		}
+		f, err := os.Open(tmp)
+		if err == nil {
+			err = f.Sync()
+			f.Close()
+		}
+		if err == nil {
+			err = os.Rename(tmp, image)
+		}
+		if err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("commit %s: %w", image, err)
+		}
+		log.Printf("merged %s over %s into %s", cow, dk.Image, image)
+		return nil
+	}
+	return &guest.ValidationError{Fields: map[string]string{"disk": fmt.Sprintf("guest %d has no %s", cfg.ID, disk)}}
+}
