@@ -16,7 +16,7 @@ TEST_DEBS := $(sort $(shell sed 's/\#.*//' deps/*.debs))
 UNPACK_DEBS := $(sort $(shell cat deps/*.unpack 2>/dev/null | sed 's/\#.*//'))
 UNPACK_DIR  ?= /var/cache/berth-test/unpacked
 
-.PHONY: build run test test-short deps bench bench-boot lint docs clean bench-ksm bench-image bench-netboot-tftp
+.PHONY: build run test test-short deps bench bench-boot lint docs clean bench-ksm bench-image bench-netboot-tftp bench-netboot-dhcp
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
@@ -71,8 +71,14 @@ bench-netboot-tftp: deps
 	$(GO) build -o bin/tftpbench ./tools/tftpbench
 	unshare --net sh -c 'ip link set lo up && bin/tftpbench -size 100 -rounds 3 -peers $(NETBOOT_PEERS)'
 
+## bench-netboot-dhcp: 2000 DHCP DORA exchanges from distinct MACs against
+## berth's DHCP server and dnsmasq on a bridge in network namespaces (root).
+bench-netboot-dhcp: deps
+	$(GO) build -o bin/dhcpbench ./tools/dhcpbench
+	bin/dhcpbench -n 2000 -c 32 -rounds 2
+
 ## bench: API read throughput and p99 latency beside a bare net/http handler.
-bench: bench-ksm bench-image bench-boot bench-netboot-tftp
+bench: bench-ksm bench-image bench-boot bench-netboot-tftp bench-netboot-dhcp
 	$(GO) run ./tools/apibench -duration 5s -rounds 3 -concurrency 32
 
 lint:
