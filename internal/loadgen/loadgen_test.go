@@ -126,8 +126,10 @@ func TestRunTLS(t *testing.T) {
 		URL:         srv.URL + "/x",
 		Header:      http.Header{"Authorization": {"Bearer t"}},
 		Concurrency: conc,
-		Duration:    300 * time.Millisecond,
-		Warmup:      50 * time.Millisecond,
+		// Long enough that TLS handshakes finish within the warm-up even
+		// on a loaded 2-core CI machine under the race detector.
+		Duration: 1500 * time.Millisecond,
+		Warmup:   500 * time.Millisecond,
 		Client:      tlsClient(t, srv, conc),
 	})
 	if err != nil {
@@ -142,7 +144,7 @@ func TestRunTLS(t *testing.T) {
 	if !(0 < res.P50 && res.P50 <= res.P90 && res.P90 <= res.P99 && res.P99 <= res.Max) {
 		t.Fatalf("percentiles not ordered: p50 %v p90 %v p99 %v max %v", res.P50, res.P90, res.P99, res.Max)
 	}
-	if res.Throughput <= 0 || res.Elapsed != 300*time.Millisecond {
+	if res.Throughput <= 0 || res.Elapsed != 1500*time.Millisecond {
 		t.Fatalf("Throughput %v over %v", res.Throughput, res.Elapsed)
 	}
 }
@@ -153,7 +155,7 @@ func TestRunCountsErrors(t *testing.T) {
 	}))
 	defer srv.Close()
 	res, err := Run(context.Background(), Config{
-		URL: srv.URL, Concurrency: 2, Duration: 100 * time.Millisecond,
+		URL: srv.URL, Concurrency: 2, Duration: time.Second, Warmup: 300 * time.Millisecond,
 		Client: tlsClient(t, srv, 2),
 	})
 	if err != nil {
