@@ -130,7 +130,7 @@ func TestRunTLS(t *testing.T) {
 		// on a loaded 2-core CI machine under the race detector.
 		Duration: 1500 * time.Millisecond,
 		Warmup:   500 * time.Millisecond,
-		Client:      tlsClient(t, srv, conc),
+		Client:   tlsClient(t, srv, conc),
 	})
 	if err != nil {
 		t.Fatal(err)
