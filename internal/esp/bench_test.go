@@ -12,8 +12,8 @@ import (
 // BenchmarkRefresh measures `berth boot refresh` of 3 kernels onto 2 ESPs
 // beside a naive full copy with the same mtools (what proxmox-boot-tool
 // does: every kernel, initrd and entry copied unconditionally on every
-// run; proxmox-boot-tool itself needs mounted vfat, which this host
-// lacks). "initial" starts from freshly initialised ESPs, "noop" from
+// run, then the ESP flushed as its umount does; proxmox-boot-tool itself
+// needs mounted vfat, which this host lacks). "initial" starts from freshly initialised ESPs, "noop" from
 // ESPs already in sync. Each reports the bytes written to the ESPs.
 // `make bench-boot` runs it and prints the ratios.
 func BenchmarkRefresh(b *testing.B) {
@@ -63,6 +63,12 @@ func BenchmarkRefresh(b *testing.B) {
 				os.WriteFile(tmp, []byte(e), 0o644)
 				n += int64(len(e))
 				mt("mcopy", "-o", tmp, "::/loader/entries/proxmox-"+v+".conf")
+			}
+			// proxmox-boot-tool unmounts each ESP, which flushes it; berth
+			// fsyncs. Both pay for durability.
+			if fh, err := os.OpenFile(p.DiskPath, os.O_RDWR, 0); err == nil {
+				fh.Sync()
+				fh.Close()
 			}
 		}
 		return n

@@ -108,7 +108,7 @@ func (t *Tool) syncGrub(ctx context.Context, v *volume, imgs []image, cmdline st
 	}
 	for _, im := range imgs {
 		for _, f := range []string{im.vmlinuz, im.initrd} {
-			if err := v.same(filepath.Base(f), f, nil); err != nil {
+			if err := v.sameSize(filepath.Base(f), f); err != nil {
 				return err
 			}
 		}

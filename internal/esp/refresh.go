@@ -295,12 +295,14 @@ func (t *Tool) syncSystemdBoot(ctx context.Context, v *volume, imgs []image, cmd
 	return t.verifySystemdBoot(v, imgs, cmdline, def)
 }
 
-// verifySystemdBoot re-reads the ESP and checks every file against its
-// source.
+// verifySystemdBoot re-reads the ESP after a sync: every kernel and
+// initrd is there with its source's size (their contents were compared
+// byte for byte when written), and every entry and loader.conf has
+// exactly the intended contents.
 func (t *Tool) verifySystemdBoot(v *volume, imgs []image, cmdline, def string) error {
 	for _, im := range imgs {
 		for _, f := range []string{im.vmlinuz, im.initrd} {
-			if err := v.same("EFI/proxmox/"+im.version+"/"+filepath.Base(f), f, nil); err != nil {
+			if err := v.sameSize("EFI/proxmox/"+im.version+"/"+filepath.Base(f), f); err != nil {
 				return err
 			}
 		}
@@ -314,6 +316,22 @@ func (t *Tool) verifySystemdBoot(v *volume, imgs []image, cmdline, def string) e
 	}
 	if !strings.Contains(string(b), "default "+def+"\n") {
 		return fmt.Errorf("verify loader.conf: no 'default %s' line after writing it", def)
+	}
+	return nil
+}
+
+// sameSize checks that dst exists with the size of the host file src.
+func (v *volume) sameSize(dst, src string) error {
+	st, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	e, err := v.fs.Stat(dst)
+	if err != nil {
+		return fmt.Errorf("verify on %s: %w", v.p.Name, err)
+	}
+	if int64(e.Size) != st.Size() {
+		return fmt.Errorf("verify on %s: %s has %d bytes, its source %d", v.p.Name, dst, e.Size, st.Size())
 	}
 	return nil
 }

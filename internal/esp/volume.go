@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/berthhq/berth/internal/fat"
 )
@@ -109,14 +110,21 @@ func (v *volume) mkdirAll(ctx context.Context, dir string) error {
 // directory update, so dst is always either the old or the new file.
 func (v *volume) put(ctx context.Context, dst, src string, data []byte) (bool, error) {
 	wsize := int64(len(data))
+	var mtime time.Time
 	if src != "" {
 		st, err := os.Stat(src)
 		if err != nil {
 			return false, err
 		}
-		wsize = st.Size()
+		wsize, mtime = st.Size(), st.ModTime()
 	}
 	if e, err := v.fs.Stat(dst); err == nil && !e.IsDir && int64(e.Size) == wsize {
+		// Same size and modification time (mcopy -m keeps the source's,
+		// FAT has 2 s resolution): unchanged, as rsync decides. Otherwise
+		// the contents are compared before anything is rewritten.
+		if !mtime.IsZero() && !e.ModTime.IsZero() && absDur(e.ModTime.Sub(mtime)) < 2*time.Second {
+			return false, nil
+		}
 		if v.equal(dst, src, data) == nil {
 			return false, nil
 		}
@@ -140,7 +148,7 @@ func (v *volume) put(ctx context.Context, dst, src string, data []byte) (bool, e
 		src = tmp.Name()
 	}
 	tmpName := dst + ".new"
-	if err := v.mtools(ctx, "write "+tmpName, "mcopy", "-o", "-D", "o", src, "::/"+tmpName); err != nil {
+	if err := v.mtools(ctx, "write "+tmpName, "mcopy", "-m", "-o", "-D", "o", src, "::/"+tmpName); err != nil {
 		return false, err
 	}
 	v.t.Stats.Bytes += wsize
@@ -151,6 +159,13 @@ func (v *volume) put(ctx context.Context, dst, src string, data []byte) (bool, e
 		return false, err
 	}
 	return true, nil
+}
+
+func absDur(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
 }
 
 // equal compares the ESP file dst with the host file src (or data when

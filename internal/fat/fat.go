@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"strings"
+	"time"
 	"unicode/utf16"
 )
 
@@ -211,6 +212,17 @@ type Entry struct {
 	IsDir   bool
 	Size    uint32
 	Cluster uint32
+	// ModTime is the modification time (2 s resolution, local time as
+	// FAT stores it; zero if unset).
+	ModTime time.Time
+}
+
+// dosTime decodes FAT's date and time fields in the local time zone.
+func dosTime(d, t uint16) time.Time {
+	if d == 0 {
+		return time.Time{}
+	}
+	return time.Date(1980+int(d>>9), time.Month(d>>5&0xf), int(d&0x1f), int(t>>11), int(t>>5&0x3f), int(t&0x1f)*2, 0, time.Local)
 }
 
 var errStop = errors.New("stop")
@@ -292,7 +304,8 @@ func parseDir(b []byte) []Entry {
 			continue
 		}
 		cl := uint32(binary.LittleEndian.Uint16(e[26:28])) | uint32(binary.LittleEndian.Uint16(e[20:22]))<<16
-		out = append(out, Entry{Name: name, IsDir: attr&0x10 != 0, Size: binary.LittleEndian.Uint32(e[28:32]), Cluster: cl})
+		out = append(out, Entry{Name: name, IsDir: attr&0x10 != 0, Size: binary.LittleEndian.Uint32(e[28:32]), Cluster: cl,
+			ModTime: dosTime(binary.LittleEndian.Uint16(e[24:26]), binary.LittleEndian.Uint16(e[22:24]))})
 	}
 	return out
 }
