@@ -518,9 +518,15 @@ func (p Proc) PPID(pid int) int {
 	return n
 }
 
+// RampInterval is how soon the tuner decides again after starting or
+// boosting KSM, when that is sooner than monitor-interval: ramping up in
+// seconds rather than minutes gets merging done sooner, and the ksmd CPU
+// figure each decision sees keeps the ramp under max-cpu.
+const RampInterval = 2 * time.Second
+
 // Run runs the tuner until ctx is cancelled: one decision at once and then
-// every monitor-interval seconds, or as soon as the configuration or mode
-// changes.
+// every monitor-interval seconds (RampInterval while ramping up), or as
+// soon as the configuration or mode changes.
 func (s *Service) Run(ctx context.Context) {
 	if !s.o.Sysfs.Supported() {
 		s.o.Log.Info("KSM tuner not started: this kernel has no KSM")
@@ -541,11 +547,15 @@ func (s *Service) Run(ctx context.Context) {
 	}
 	for {
 		interval := 10 * time.Second
-		if _, err := s.Tick(ctx); err != nil && ctx.Err() == nil {
+		d, err := s.Tick(ctx)
+		if err != nil && ctx.Err() == nil {
 			s.o.Log.Warn("KSM tuner", "err", err)
 		}
 		if cfg, err := s.Config(ctx); err == nil {
 			interval = time.Duration(cfg.MonitorInterval) * time.Second
+		}
+		if d.Action == ActStart || d.Action == ActBoost {
+			interval = min(interval, RampInterval)
 		}
 		t := time.NewTimer(interval)
 		select {

@@ -232,8 +232,10 @@ func Decide(c api.KSMConfig, s Sample, st State) Decision {
 	cpu := s.KsmdCPU * 100
 	switch {
 	case c.MaxCPU > 0 && cpu > float64(c.MaxCPU):
+		// Scale the speed down to what the cap allows: a decay of
+		// npages-decay per decision would take minutes from 10000.
 		d.Action = ActDecay
-		npages += int64(c.NpagesDecay)
+		npages = min(npages+int64(c.NpagesDecay), int64(float64(npages)*float64(c.MaxCPU)/cpu))
 		d.Reason = fmt.Sprintf("ksmd used %.0f%% of a CPU, above max-cpu %d%%", cpu, c.MaxCPU)
 	case gaining:
 		d.Action = ActBoost

@@ -16,7 +16,7 @@
 // of memory (ksmtuned through KSM_THRES_COEF in its environment; berth
 // through its thres-coef setting). Everything else is each tuner's default:
 // ksmtuned's 60 s monitor interval, boost 300, max 1250; berth's 10 s
-// interval, doubling while memory is short or merging progresses, max
+// interval (2 s while ramping up), doubling while memory is short or merging progresses, max
 // 10000, 50% CPU cap, slowing down once merging has converged.
 // berth's tuner runs in-process: the same internal/ksm Service the daemon
 // runs, on a temporary store. ksmtuned runs as /usr/sbin/ksmtuned with its
@@ -29,7 +29,7 @@
 //
 // Usage:
 //
-//	go run ./tools/ksmbench [-procs 8] [-mib 256] [-window 300s] [-rounds 2] [-thres-coef 99] [-json] [-keep-logs]
+//	go run ./tools/ksmbench [-procs 8] [-mib 256] [-window 300s] [-rounds 2] [-thres-coef 99] [-json] [-keep-logs] [-tuners berth,ksmtuned]
 package main
 
 import (
@@ -42,6 +42,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -74,6 +75,9 @@ type result struct {
 	// Sharing is pages_sharing at the end: pages saved.
 	Sharing   uint64 `json:"pages_sharing"`
 	Decisions int    `json:"decisions"`
+	// Load is the host's 1-minute load average at the end of the round:
+	// other work competes with ksmd (which runs at nice 5) for the CPUs.
+	Load string `json:"load"`
 }
 
 func main() {
@@ -83,9 +87,15 @@ func main() {
 	rounds := flag.Int("rounds", 2, "rounds per tuner (alternating)")
 	coef := flag.Int("thres-coef", 99, "memory threshold in percent given to both tuners")
 	asJSON := flag.Bool("json", false, "print JSON instead of Markdown")
+	tunerList := flag.String("tuners", "berth,ksmtuned", "tuners to run, in this order each round")
 	flag.BoolVar(&keepLogs, "keep-logs", false, "keep each tuner's decision log and print where")
 	flag.Parse()
-	if err := run(*procs, *mib, *window, *rounds, *coef, *asJSON); err != nil {
+	// On SIGINT/SIGTERM the round stops its tuner and workloads and the
+	// host's KSM settings are restored before exiting.
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	tuners = strings.Split(*tunerList, ",")
+	if err := run(ctx, *procs, *mib, *window, *rounds, *coef, *asJSON); err != nil {
 		fmt.Fprintln(os.Stderr, "ksmbench:", err)
 		os.Exit(2)
 	}
@@ -93,7 +103,10 @@ func main() {
 
 func init() { ksmtest.MaybeRun() }
 
-var keepLogs bool
+var (
+	keepLogs bool
+	tuners   []string
+)
 
 // cleanup removes a round's temporary directory unless -keep-logs.
 func cleanup(dir string) {
@@ -104,7 +117,7 @@ func cleanup(dir string) {
 	os.RemoveAll(dir)
 }
 
-func run(procs, mib int, window time.Duration, rounds, coef int, asJSON bool) error {
+func run(ctx context.Context, procs, mib int, window time.Duration, rounds, coef int, asJSON bool) error {
 	sys := ksm.SysfsUnder("")
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: it changes the host's KSM settings")
@@ -142,8 +155,8 @@ func run(procs, mib int, window time.Duration, rounds, coef int, asJSON bool) er
 	fmt.Fprintf(os.Stderr, "ksmbench: %d processes x %d MiB, window %s, threshold %d%% for both tuners\n", procs, mib, window, coef)
 	var results []result
 	for r := 1; r <= rounds; r++ {
-		for _, tuner := range []string{"berth", "ksmtuned"} {
-			res, err := round(tuner, r, procs, mib, window, coef, exe)
+		for _, tuner := range tuners {
+			res, err := round(ctx, tuner, r, procs, mib, window, coef, exe)
 			if err != nil {
 				return fmt.Errorf("%s round %d: %w", tuner, r, err)
 			}
@@ -189,8 +202,7 @@ func reset(ctx context.Context, sys ksm.Sysfs) error {
 	return sys.SetRun(ctx, ksm.RunStop)
 }
 
-func round(tuner string, n, procs, mib int, window time.Duration, coef int, exe string) (result, error) {
-	ctx := context.Background()
+func round(ctx context.Context, tuner string, n, procs, mib int, window time.Duration, coef int, exe string) (result, error) {
 	sys := ksm.SysfsUnder("")
 	proc := ksm.Proc("")
 	res := result{Tuner: tuner, Round: n}
@@ -202,7 +214,7 @@ func round(tuner string, n, procs, mib int, window time.Duration, coef int, exe 
 		for _, w := range ws {
 			w.Stop()
 		}
-		reset(ctx, sys)
+		reset(context.WithoutCancel(ctx), sys)
 	}()
 	for range procs {
 		w, err := ksmtest.Start(ctx, ksmtest.Spec{MiB: mib, Seed: 42, Mark: ksmtest.MarkMadvise}, exe)
@@ -227,7 +239,13 @@ func round(tuner string, n, procs, mib int, window time.Duration, coef int, exe 
 	}
 	start := time.Now()
 	for time.Since(start) < window {
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			stop()
+			decisions()
+			return res, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 		if res.T90 != 0 {
 			continue
 		}
@@ -255,6 +273,9 @@ func round(tuner string, n, procs, mib int, window time.Duration, coef int, exe 
 	}
 	c, _ := sys.Read()
 	res.Sharing = c.PagesSharing
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		res.Load = strings.Fields(string(b))[0]
+	}
 	stop()
 	res.Decisions = decisions()
 	return res, nil
@@ -335,12 +356,12 @@ func median(ds []time.Duration) time.Duration {
 }
 
 func report(w io.Writer, rs []result) {
-	fmt.Fprintln(w, "| tuner | round | time to 90% | ksmd CPU to 90% | ksmd CPU in window | merged pages at end | pages_sharing | setting changes |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| tuner | round | time to 90% | ksmd CPU to 90% | ksmd CPU in window | merged pages at end | pages_sharing | setting changes | load avg |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	med := map[string][3][]time.Duration{}
 	shares := map[string]uint64{}
 	for _, r := range rs {
-		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %d of %d | %d | %d |\n", r.Tuner, r.Round, dur(r.T90), r.CPU90, r.CPUWindow, r.Merged, r.Possible, r.Sharing, r.Decisions)
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %d of %d | %d | %d | %s |\n", r.Tuner, r.Round, dur(r.T90), r.CPU90, r.CPUWindow, r.Merged, r.Possible, r.Sharing, r.Decisions, r.Load)
 		m := med[r.Tuner]
 		t90 := r.T90
 		if t90 == 0 {
