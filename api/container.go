@@ -66,8 +66,8 @@ type ContainerSnapshotRequest struct {
 type ContainerCloneRequest struct {
 	// NewID is the clone's guest ID; it must be free.
 	NewID int `json:"newid"`
-	// Name is the clone's name (and host name unless the source sets
-	// one); empty keeps none.
+	// Name is the clone's name and host name; empty keeps the source's
+	// host name and sets no name.
 	Name string `json:"name,omitempty"`
 }
 

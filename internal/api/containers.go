@@ -186,7 +186,7 @@ func (sv *Services) containerClone(r *Request) (any, error) {
 	for k, v := range src.Config {
 		dst.Config[k] = v
 	}
-	if dst.Config["hostname"] == "" && in.Name != "" {
+	if in.Name != "" {
 		dst.Config["hostname"] = in.Name
 	}
 	// Stable MACs are derived per guest: drop pinned source MACs.

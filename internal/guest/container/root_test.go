@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rogpeppe/go-internal/testscript"
+
 	"github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/guest"
 	"github.com/berthhq/berth/internal/guest/container"
@@ -19,7 +21,7 @@ import (
 
 func TestMain(m *testing.M) {
 	cttest.Helper()
-	os.Exit(m.Run())
+	testscript.Main(m, map[string]func(){"berth": berthMain})
 }
 
 // env is a real driver on a temporary data dir with the idle busybox
