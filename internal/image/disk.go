@@ -139,6 +139,7 @@ func (s *Store) CheckBuild(ctx context.Context, name string, o *BuildOptions, d 
 	}
 	if d.bootable() {
 		o.Include = append(o.Include, BootPackages...)
+		o.VMInitramfs = true
 	}
 	if err := o.Normalize(); err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -168,6 +169,9 @@ func Open(ctx context.Context, st store.Store, dir string, log *slog.Logger, opt
 		switch {
 		case strings.HasPrefix(n, tmpPrefix):
 			log.Info("removing work directory of an interrupted image task", "dir", n)
+			if k := killUnder(filepath.Join(dir, n)); k > 0 {
+				log.Warn("killed processes an interrupted image build left running", "dir", n, "count", k)
+			}
 		case !known[n]:
 			log.Warn("removing image directory without a store record (an import that did not complete)", "dir", n)
 		default:
@@ -376,8 +380,10 @@ func (s *Store) Remove(ctx context.Context, name string) error {
 func removeTree(p string) error {
 	// A loop mount of a disk being built may be left by a crash: detach
 	// it first so that its content is not deleted through it.
-	mnts, _ := filepath.Glob(filepath.Join(p, tmpPrefix+"*", "mnt"))
-	for _, m := range append(mnts, filepath.Join(p, "mnt")) {
+	// Mounts under the tree (a disk build's loop mount, the /proc and /sys
+	// debootstrap mounts in its target) are detached first, so that
+	// nothing is deleted through them.
+	for _, m := range mountsUnder(p) {
 		_ = unix.Unmount(m, unix.MNT_DETACH)
 	}
 	err := os.RemoveAll(p)
@@ -391,4 +397,78 @@ func removeTree(p string) error {
 		return nil
 	})
 	return os.RemoveAll(p)
+}
+
+// mountsUnder lists the mount points at or below dir, deepest first.
+func mountsUnder(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	return parseMountsUnder(string(b), dir)
+}
+
+// parseMountsUnder reads mountinfo(5) text and returns the mount points at
+// or below dir, deepest first.
+func parseMountsUnder(mountinfo, dir string) []string {
+	dir = filepath.Clean(dir)
+	var out []string
+	for _, line := range strings.Split(mountinfo, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	return out
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// killUnder kills (SIGKILL) the processes whose root directory or working
+// directory lies inside dir: what an interrupted build left running in its
+// chroot. It returns how many it killed.
+func killUnder(dir string) int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		for _, l := range []string{"root", "cwd"} {
+			t, err := os.Readlink(filepath.Join("/proc", e.Name(), l))
+			if err == nil && (t == dir || strings.HasPrefix(t, dir+"/")) {
+				if unix.Kill(pid, unix.SIGKILL) == nil {
+					n++
+				}
+				break
+			}
+		}
+	}
+	return n
 }

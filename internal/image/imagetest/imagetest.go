@@ -266,3 +266,51 @@ func Debian(t testing.TB, s *image.Store, name string, include ...string) api.Im
 	}
 	return img
 }
+
+// ImageCache is where tests keep whole built root file systems between
+// runs (zstd tarballs), so that tests needing a bootable Debian root do
+// not run debootstrap and mkinitramfs every time.
+const ImageCache = "/var/cache/berth-test/images"
+
+// DebianBoot returns a bookworm image with a kernel, initramfs and
+// systemd (image.BootPackages) in s. The first run builds it with
+// debootstrap and caches its root as a tarball in ImageCache; later runs
+// import that tarball. It needs root.
+func DebianBoot(t testing.TB, s *image.Store, name string) api.Image {
+	t.Helper()
+	RequireRoot(t, "building a bootable Debian image")
+	cached := filepath.Join(ImageCache, "debian-bookworm-boot.tar.zst")
+	if _, err := os.Stat(cached); err == nil {
+		img, err := s.Import(context.Background(), name, cached, Logger{t})
+		if err == nil && img.Kernel != "" {
+			return img
+		}
+		t.Logf("cached image %s unusable (%v): rebuilding", cached, err)
+		if err == nil {
+			s.Remove(context.Background(), name)
+		}
+	}
+	RequireRoot(t, "debootstrap")
+	img, err := s.Build(context.Background(), name, image.BuildOptions{Include: image.BootPackages, VMInitramfs: true}, Logger{t})
+	if err != nil {
+		t.Fatalf("build bootable Debian image: %v", err)
+	}
+	root, err := s.RootFS(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(ImageCache, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := cached + ".tmp"
+	cmd := exec.Command("sh", "-c", `tar --numeric-owner --xattrs --xattrs-include='*' -C "$1" -cf - . | zstd -q -T0 -3 -o "$2" -f`, "sh", root, tmp)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.Remove(tmp)
+		t.Logf("caching the built image failed (next run rebuilds): %v %s", err, out)
+		return img
+	}
+	if err := os.Rename(tmp, cached); err != nil {
+		t.Logf("caching the built image: %v", err)
+	}
+	return img
+}
