@@ -589,12 +589,19 @@ func (s *Service) Tick(ctx context.Context) (Decision, error) {
 	}
 	smp := Sample{Mem: mem, Committed: committed, KSM: c, KsmdCPU: s.ksmdCPU()}
 	d := Decide(cfg, smp, s.state)
+	// Ownership is recorded before starting and after stopping, so that a
+	// crash in between never leaves a tuner-started KSM that the next
+	// daemon does not know it may stop.
+	wasStarted := s.state.Started
+	if d.Next.Started && !wasStarted {
+		s.state.Started = true
+		s.saveState(ctx)
+	}
 	if err := s.apply(ctx, d, c); err != nil {
 		return d, err
 	}
-	wasStarted := s.state.Started
 	s.state = d.Next
-	if wasStarted != d.Next.Started {
+	if wasStarted && !d.Next.Started {
 		s.saveState(ctx)
 	}
 	changed := d.Changes(c)
