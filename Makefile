@@ -55,7 +55,7 @@ bench-image: deps
 bench-boot: deps
 	set -o pipefail; $(GO) test -run '^$$' -bench BenchmarkRefresh -benchtime 3x -count 1 ./internal/esp/ | tee /tmp/berth-bench-boot.txt
 	@awk '/^BenchmarkRefresh\// { split($$1, n, "/"); sub(/-[0-9]+$$/, "", n[2]); t[n[2]] = $$3 } \
-	  END { printf "full copy / berth, initial: %.2fx   no-op: %.2fx\n", t["fullcopy-initial"] / t["berth-initial"], t["fullcopy-noop"] / t["berth-noop"] }' /tmp/berth-bench-boot.txt
+	  END { printf "full copy time / berth time: initial %.2fx  upgrade %.2fx  no-op %.2fx\n", t["fullcopy-initial"] / t["berth-initial"], t["fullcopy-upgrade"] / t["berth-upgrade"], t["fullcopy-noop"] / t["berth-noop"] }' /tmp/berth-bench-boot.txt
 
 ## bench-netboot-tftp: TFTP downloads (100 MiB, blksize 512/1468/65464,
 ## windowsize) from berth beside tftpd-hpa, dnsmasq and atftpd with the same

@@ -13,8 +13,10 @@ import (
 // beside a naive full copy with the same mtools (what proxmox-boot-tool
 // does: every kernel, initrd and entry copied unconditionally on every
 // run, then the ESP flushed as its umount does; proxmox-boot-tool itself
-// needs mounted vfat, which this host lacks). "initial" starts from freshly initialised ESPs, "noop" from
-// ESPs already in sync. Each reports the bytes written to the ESPs.
+// needs mounted vfat, which this host lacks). "initial" starts from
+// freshly initialised ESPs, "upgrade" from ESPs holding two of the three
+// kernels, "noop" from ESPs already in sync. Each reports the bytes
+// written to the ESPs.
 // `make bench-boot` runs it and prints the ratios.
 func BenchmarkRefresh(b *testing.B) {
 	f := newFixture(b)
@@ -32,9 +34,27 @@ func BenchmarkRefresh(b *testing.B) {
 	for _, p := range parts {
 		copyFile(b, filepath.Join(base, p.Disk), p.DiskPath)
 	}
-	restore := func() {
+	// "upgrade" starts from ESPs in sync with two of the kernels, as after
+	// a kernel package upgrade brought the third.
+	hidden := f.root + "/vmlinuz-hidden"
+	if err := os.Rename(f.root+"/boot/vmlinuz-"+versions[0], hidden); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.tool(b).Refresh(ctx, ""); err != nil {
+		b.Fatal(err)
+	}
+	os.Rename(hidden, f.root+"/boot/vmlinuz-"+versions[0])
+	upgraded := b.TempDir()
+	for _, p := range parts {
+		copyFile(b, filepath.Join(upgraded, p.Disk), p.DiskPath)
+	}
+	start := func(mode string) {
+		from := base
+		if mode == "upgrade" {
+			from = upgraded
+		}
 		for _, p := range parts {
-			copyFile(b, p.DiskPath, filepath.Join(base, p.Disk))
+			copyFile(b, p.DiskPath, filepath.Join(from, p.Disk))
 		}
 	}
 	cmdline, _ := f.tool(b).Cmdline()
@@ -73,12 +93,12 @@ func BenchmarkRefresh(b *testing.B) {
 		}
 		return n
 	}
-	for _, mode := range []string{"initial", "noop"} {
+	for _, mode := range []string{"initial", "upgrade", "noop"} {
 		b.Run("berth-"+mode, func(b *testing.B) {
 			var bytes int64
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				restore()
+				start(mode)
 				if mode == "noop" {
 					if err := f.tool(b).Refresh(ctx, ""); err != nil {
 						b.Fatal(err)
@@ -97,7 +117,7 @@ func BenchmarkRefresh(b *testing.B) {
 			var bytes int64
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				restore()
+				start(mode)
 				if mode == "noop" {
 					fullCopy()
 				}

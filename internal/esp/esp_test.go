@@ -479,3 +479,27 @@ func TestInstallHooks(t *testing.T) {
 		t.Error("cleanup unit does not unpin and refresh")
 	}
 }
+
+func TestStatusFirmware(t *testing.T) {
+	f := newFixture(t)
+	ev := f.sys + "/firmware/efi/efivars/"
+	guid := "-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+	write(t, ev+"SecureBoot"+guid, "\x06\x00\x00\x00\x01")
+	write(t, ev+"BootCurrent"+guid, "\x06\x00\x00\x00\x01\x00")
+	write(t, ev+"BootOrder"+guid, "\x06\x00\x00\x00\x01\x00\x00\x00")
+	r, err := f.tool(t).Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.BootMode != "efi" || !r.SecureBoot || r.Configured || r.Firmware == nil || r.Firmware.BootCurrent != 1 {
+		t.Errorf("status on an EFI host: %+v firmware %+v", r, r.Firmware)
+	}
+	w := r.Wire()
+	if w.BootMode != "efi" || !w.SecureBoot || !cmp.Equal(w.BootOrder, []int{1, 0}) || w.ESPs == nil {
+		t.Errorf("wire: %+v", w)
+	}
+	os.RemoveAll(f.sys + "/firmware")
+	if r, _ := f.tool(t).Status(); r.BootMode != "bios" || r.SecureBoot {
+		t.Errorf("status on a BIOS host: %+v", r)
+	}
+}

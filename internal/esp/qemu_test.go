@@ -239,6 +239,34 @@ func (b berthCmd) run(wantCode int, args ...string) (string, string) {
 	return so.String(), se.String()
 }
 
+// bootTest is a root tree with two Debian kernels and the marker initrd,
+// and the berth binary to manage it.
+type bootTest struct {
+	b             berthCmd
+	dir, root     string
+	initrd        []byte
+	versions      []string
+	newest, older string
+}
+
+func newBootTest(t *testing.T) bootTest {
+	t.Helper()
+	kernels, versions := debianKernels(t)
+	bt := bootTest{dir: t.TempDir(), initrd: markerInitrd(t), versions: versions}
+	bt.root = filepath.Join(bt.dir, "root")
+	for _, v := range versions {
+		copyFile(t, bt.root+"/boot/vmlinuz-"+v, kernels[v])
+		write(t, bt.root+"/boot/initrd.img-"+v, string(bt.initrd))
+	}
+	write(t, bt.root+"/etc/kernel/cmdline", "root=/dev/vda3 console=ttyS0 quiet panic=-1\n")
+	bt.newest, bt.older = versions[0], versions[1]
+	if kernelsel.Compare(bt.older, bt.newest) > 0 {
+		bt.newest, bt.older = bt.older, bt.newest
+	}
+	bt.b = berthCmd{t, berthBinary(t), bt.root}
+	return bt
+}
+
 // TestBootUEFI is the end-to-end test of `berth boot`: a GPT disk on a
 // loop device, format + init + two Debian kernels with a marker initrd,
 // booted with OVMF in QEMU (TCG): the newest by default, a pinned one,
@@ -247,22 +275,9 @@ func (b berthCmd) run(wantCode int, args ...string) (string, string) {
 // refresh (SIGKILL) at several points and checks the ESP each time.
 func TestBootUEFI(t *testing.T) {
 	needRoot(t)
-	kernels, versions := debianKernels(t)
-	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	initrd := markerInitrd(t)
-	for _, v := range versions {
-		copyFile(t, root+"/boot/vmlinuz-"+v, kernels[v])
-	}
-	for _, v := range versions {
-		write(t, root+"/boot/initrd.img-"+v, string(initrd))
-	}
-	write(t, root+"/etc/kernel/cmdline", "root=/dev/vda3 console=ttyS0 quiet panic=-1\n")
-	newest, older := versions[0], versions[1]
-	if kernelsel.Compare(older, newest) > 0 {
-		newest, older = older, newest
-	}
-	b := berthCmd{t, berthBinary(t), root}
+	bt := newBootTest(t)
+	b, dir, root, initrd, versions := bt.b, bt.dir, bt.root, bt.initrd, bt.versions
+	newest, older := bt.newest, bt.older
 	img1, loop1 := loopDisk(t, dir, "disk1")
 	b.run(0, "format", loop1+"p2")
 	b.run(0, "init", loop1+"p2", "systemd-boot")
@@ -369,21 +384,9 @@ func TestBootUEFI(t *testing.T) {
 func TestBootGrub(t *testing.T) {
 	needRoot(t)
 	needTools(t, "grub-mkimage")
-	kernels, versions := debianKernels(t)
-	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	initrd := markerInitrd(t)
-	for _, v := range versions {
-		copyFile(t, root+"/boot/vmlinuz-"+v, kernels[v])
-		write(t, root+"/boot/initrd.img-"+v, string(initrd))
-	}
-	write(t, root+"/etc/kernel/cmdline", "root=/dev/vda3 console=ttyS0 quiet panic=-1\n")
-	newest, older := versions[0], versions[1]
-	if kernelsel.Compare(older, newest) > 0 {
-		newest, older = older, newest
-	}
-	b := berthCmd{t, berthBinary(t), root}
-	img, loop := loopDisk(t, dir, "disk")
+	bt := newBootTest(t)
+	b, newest, older := bt.b, bt.newest, bt.older
+	img, loop := loopDisk(t, bt.dir, "disk")
 	b.run(0, "format", loop+"p2")
 	b.run(0, "kernel", "pin", older)
 	out, _ := b.run(0, "init", loop+"p2", "grub")
