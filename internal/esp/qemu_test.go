@@ -336,6 +336,14 @@ func TestBootUEFI(t *testing.T) {
 			t.Fatalf("kill at %d: %v\n%s", at, err, out)
 		}
 		fsck(t, loop1, p1)
+		if at == 3 {
+			// Boot the interrupted state itself: one kernel's initrd is
+			// already replaced, the other's and the entries are not.
+			sync()
+			if got := bootQEMU(t, img1); got != older {
+				t.Fatalf("ESP killed before step %d booted %s, want %s", at, got, older)
+			}
+		}
 		b.run(0, "refresh")
 		fsck(t, loop1, p1)
 	}
