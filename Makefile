@@ -16,7 +16,7 @@ TEST_DEBS := $(sort $(shell sed 's/\#.*//' deps/*.debs))
 UNPACK_DEBS := $(sort $(shell cat deps/*.unpack 2>/dev/null | sed 's/\#.*//'))
 UNPACK_DIR  ?= /var/cache/berth-test/unpacked
 
-.PHONY: build run test test-short deps bench bench-boot lint docs clean bench-ksm bench-image bench-netboot-tftp bench-netboot-dhcp
+.PHONY: build run test test-short deps bench bench-net bench-boot lint docs clean bench-ksm bench-image bench-netboot-tftp bench-netboot-dhcp bench-ct
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
@@ -77,9 +77,20 @@ bench-netboot-dhcp: deps
 	$(GO) build -o bin/dhcpbench ./tools/dhcpbench
 	bin/dhcpbench -n 2000 -c 32 -rounds 2
 
+## bench-net: parse+validate+plan of a 2,000-interface file beside ifupdown2's
+## ifquery, and a live change to one of 200 bridges in a network namespace
+## beside ifupdown2's ifreload (untouched links checked for changes).
+bench-net: deps
+	$(GO) run ./tools/netbench -ifaces 2000 -bridges 200 -rounds 3
+
 ## bench: API read throughput and p99 latency beside a bare net/http handler.
-bench: bench-ksm bench-image bench-boot bench-netboot-tftp bench-netboot-dhcp
+bench: bench-ksm bench-image bench-boot bench-netboot-tftp bench-netboot-dhcp bench-net bench-ct
 	$(GO) run ./tools/apibench -duration 5s -rounds 3 -concurrency 32
+
+## bench-ct: containers beside Debian's LXC on the same busybox rootfs:
+## start latency (median of 50), density and stopall of 500 (root).
+bench-ct: build deps
+	$(GO) run ./tools/ctbench -berth $(BIN) -n 50 -density 500
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

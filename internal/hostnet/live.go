@@ -46,6 +46,8 @@ type Live struct {
 	// Gateways are the default routes' gateways by family ("inet",
 	// "inet6"), with their device.
 	Gateways map[string]Route
+
+	slaves map[string][]string // master → slaves, built on first use
 }
 
 // Route is a default route.
@@ -65,14 +67,18 @@ func (l *Live) Names() map[string]bool {
 
 // Slaves returns the names whose master is name, sorted.
 func (l *Live) Slaves(name string) []string {
-	var out []string
-	for n, k := range l.Links {
-		if k.Master == name {
-			out = append(out, n)
+	if l.slaves == nil {
+		l.slaves = map[string][]string{}
+		for n, k := range l.Links {
+			if k.Master != "" {
+				l.slaves[k.Master] = append(l.slaves[k.Master], n)
+			}
+		}
+		for _, s := range l.slaves {
+			slices.Sort(s)
 		}
 	}
-	slices.Sort(out)
-	return out
+	return l.slaves[name]
 }
 
 // ReadLive reads the namespace h is bound to. sys is where sysfs of that
@@ -112,18 +118,20 @@ func ReadLive(h *netlink.Handle, sys string) (*Live, error) {
 		if p := byIndex[a.ParentIndex]; p != nil && l.Type == "vlan" {
 			l.Parent = p.Name
 		}
-		addrs, err := h.AddrList(nl, netlink.FAMILY_ALL)
-		if err != nil {
-			return nil, fmt.Errorf("addresses of %s: %w", a.Name, err)
+	}
+	// One dump of all addresses, not one per link.
+	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, ad := range addrs {
+		l := byIndex[ad.LinkIndex]
+		ip, ok := netip.AddrFromSlice(ad.IP)
+		if l == nil || !ok {
+			continue
 		}
-		for _, ad := range addrs {
-			ip, ok := netip.AddrFromSlice(ad.IP)
-			if !ok {
-				continue
-			}
-			ones, _ := ad.Mask.Size()
-			l.Addrs = append(l.Addrs, netip.PrefixFrom(ip.Unmap(), ones))
-		}
+		ones, _ := ad.Mask.Size()
+		l.Addrs = append(l.Addrs, netip.PrefixFrom(ip.Unmap(), ones))
 	}
 	if vl, err := h.BridgeVlanList(); err == nil {
 		for idx, infos := range vl {

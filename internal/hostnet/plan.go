@@ -186,8 +186,8 @@ func Plan(cur, prev *ifupdown.Config, live *Live) ([]Action, error) {
 	// The plan updates its own copy of the live state as it deletes
 	// links, so that later steps see freed slaves and ports.
 	live = live.clone()
-	var acts []Action
 	up := cur.Order(cur.Up())
+	acts := make([]Action, 0, 3*len(up)+8)
 	inCur := map[string]bool{}
 	for _, n := range up {
 		inCur[n] = true
@@ -521,6 +521,7 @@ func (l *Live) clone() *Live {
 // deleted records that a link is gone: its VLANs go with it, its ports
 // and slaves are released, and a bond's slaves are left down.
 func (l *Live) deleted(name string) {
+	l.slaves = nil
 	gone := l.Links[name]
 	delete(l.Links, name)
 	for n, k := range l.Links {

@@ -26,12 +26,16 @@ type Config struct {
 	byName        map[string]*Iface
 }
 
-// Iface is one interface with all its stanzas.
+// Iface is one interface with all its stanzas. It is a snapshot: after
+// editing the File, build a new Config.
 type Iface struct {
 	Name    string
 	Stanzas []*Stanza
 	// Auto is set by an auto line, Hotplug by allow-hotplug.
 	Auto, Hotplug bool
+
+	opts []Option // cached Options
+	typ  string   // cached Type
 }
 
 // Iface returns the interface named name, or nil.
@@ -39,11 +43,14 @@ func (c *Config) Iface(name string) *Iface { return c.byName[name] }
 
 // Options returns every option of every stanza of the interface in order.
 func (i *Iface) Options() []Option {
-	var out []Option
-	for _, s := range i.Stanzas {
-		out = append(out, s.Options()...)
+	if i.opts == nil {
+		out := []Option{}
+		for _, s := range i.Stanzas {
+			out = append(out, s.Options()...)
+		}
+		i.opts = out
 	}
-	return out
+	return i.opts
 }
 
 // Get returns the last value of key (ifupdown2: a later stanza wins).
@@ -109,6 +116,13 @@ const (
 // bond, NAME.VID or vlan-raw-device a VLAN, link-type dummy a dummy;
 // anything else is a physical NIC.
 func (i *Iface) Type() string {
+	if i.typ == "" {
+		i.typ = i.findType()
+	}
+	return i.typ
+}
+
+func (i *Iface) findType() string {
 	switch {
 	case i.Name == "lo" || i.Method("inet") == "loopback" || i.Method("inet6") == "loopback":
 		return TypeLoopback
@@ -158,7 +172,7 @@ func (i *Iface) VLAN() (raw string, id int, err error) {
 			}
 			return raw, id, nil
 		}
-		m := regexp.MustCompile(`(\d+)$`).FindString(i.Name)
+		m := trailingDigits.FindString(i.Name)
 		if m == "" {
 			return raw, 0, fmt.Errorf("no vlan-id and no VLAN number at the end of the name: add 'vlan-id N'")
 		}
@@ -259,7 +273,10 @@ func (osReader) Glob(p string) ([]string, error)         { return filepath.Glob(
 // OS reads the real file system.
 var OS Reader = osReader{}
 
-var sourceDirName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+var (
+	sourceDirName  = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+	trailingDigits = regexp.MustCompile(`(\d+)$`)
+)
 
 // Load reads path and, recursively, the files its source and
 // source-directory lines include. main, when not nil, is used as the
@@ -372,6 +389,7 @@ func (c *Config) add(s *Stanza) {
 			c.Ifaces = append(c.Ifaces, i)
 		}
 		i.Stanzas = append(i.Stanzas, s)
+		i.opts, i.typ = nil, ""
 	}
 }
 
