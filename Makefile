@@ -16,7 +16,7 @@ TEST_DEBS := $(sort $(shell sed 's/\#.*//' deps/*.debs))
 UNPACK_DEBS := $(sort $(shell cat deps/*.unpack 2>/dev/null | sed 's/\#.*//'))
 UNPACK_DIR  ?= /var/cache/berth-test/unpacked
 
-.PHONY: build run test test-short deps bench bench-net bench-boot lint docs clean bench-ksm bench-image bench-netboot-tftp bench-netboot-dhcp bench-ct
+.PHONY: build run test test-short deps bench bench-net bench-boot lint docs clean bench-ksm bench-image bench-netboot-tftp bench-netboot-dhcp bench-netboot-pxe bench-ct
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
@@ -83,8 +83,13 @@ bench-netboot-dhcp: deps
 bench-net: deps
 	$(GO) run ./tools/netbench -ifaces 2000 -bridges 200 -rounds 3
 
+## bench-netboot-pxe: QEMU (TCG, Debian's iPXE ROM) PXE boot of a kernel and
+## marker initramfs from berth (TFTP and HTTP) beside dnsmasq (DHCP + TFTP) (root).
+bench-netboot-pxe: deps
+	BERTH_TEST_ROOT=1 $(GO) test -run '^$$' -bench PXEBoot -benchtime 1x -timeout 30m ./internal/netboot/
+
 ## bench: API read throughput and p99 latency beside a bare net/http handler.
-bench: bench-ksm bench-image bench-boot bench-netboot-tftp bench-netboot-dhcp bench-net bench-ct
+bench: bench-ksm bench-image bench-boot bench-netboot-tftp bench-netboot-dhcp bench-netboot-pxe bench-net bench-ct
 	$(GO) run ./tools/apibench -duration 5s -rounds 3 -concurrency 32
 
 ## bench-ct: containers beside Debian's LXC on the same busybox rootfs:

@@ -49,7 +49,7 @@ func (l *lockedBuf) String() string {
 // rig is a berth daemon serving network boot inside a network namespace
 // with a bridge (br0, 10.78.0.1/24) and one tap for QEMU.
 type rig struct {
-	t    *testing.T
+	t    testing.TB
 	ns   string
 	data string
 	root string
@@ -67,14 +67,14 @@ func (r *rig) berth(args ...string) string {
 	return string(out)
 }
 
-func ip(t *testing.T, args ...string) {
+func ip(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	r := &rig{t: t, ns: fmt.Sprintf("berth-e2e-%d", os.Getpid()), data: t.TempDir(), log: &lockedBuf{}}
 	r.root = filepath.Join(r.data, "netboot", "root")
@@ -124,7 +124,22 @@ func newRig(t *testing.T) *rig {
 // the root saw and how long the boot took.
 func (r *rig) boot(name, mac string) (string, time.Duration) {
 	r.t.Helper()
+	out, took := r.bootTo(name, mac, "BERTH-READY")
+	for _, l := range strings.Split(out, "\n") {
+		if m, ok := strings.CutPrefix(strings.TrimSpace(l), "BERTH-MARKS:"); ok {
+			return strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(m), "END")), took
+		}
+	}
+	r.t.Fatalf("%s: no BERTH-MARKS line:\n%s", name, tailStr(out, 4000))
+	return "", 0
+}
+
+// bootTo boots QEMU from the network until marker shows on its serial
+// console and returns the console and the time from QEMU's start.
+func (r *rig) bootTo(name, mac, marker string) (string, time.Duration) {
+	r.t.Helper()
 	console := filepath.Join(r.data, name+".console")
+	os.Remove(console)
 	start := time.Now()
 	cmd := exec.Command("ip", "netns", "exec", r.ns, "qemu-system-x86_64", "-machine", "accel=tcg", "-m", "512", "-smp", "1",
 		"-display", "none", "-monitor", "none", "-serial", "file:"+console, "-no-reboot", "-boot", "n",
@@ -135,18 +150,11 @@ func (r *rig) boot(name, mac string) (string, time.Duration) {
 		r.t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	out, err := vmtest.WaitFor(console, 5*time.Minute, []string{"berth-initramfs: dropping", "Kernel panic", "No more network devices"}, "BERTH-READY")
+	out, err := vmtest.WaitFor(console, 5*time.Minute, []string{"berth-initramfs: dropping", "Kernel panic", "No more network devices"}, marker)
 	if err != nil {
 		r.t.Fatalf("%s: %v\nqemu: %s\nconsole:\n%s", name, err, qout.String(), tailStr(out, 4000))
 	}
-	took := time.Since(start)
-	for _, l := range strings.Split(out, "\n") {
-		if m, ok := strings.CutPrefix(strings.TrimSpace(l), "BERTH-MARKS:"); ok {
-			return strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(m), "END")), took
-		}
-	}
-	r.t.Fatalf("%s: no BERTH-MARKS line:\n%s", name, tailStr(out, 4000))
-	return "", 0
+	return out, time.Since(start)
 }
 
 func tailStr(s string, n int) string {
@@ -156,7 +164,7 @@ func tailStr(s string, n int) string {
 	return s
 }
 
-func copyFile(t *testing.T, src, dst string) {
+func copyFile(t testing.TB, src, dst string) {
 	t.Helper()
 	b, err := os.ReadFile(src)
 	if err != nil {
@@ -256,4 +264,81 @@ func TestEndToEndBoot(t *testing.T) {
 			t.Errorf("daemon log has no boot line for %s", mac)
 		}
 	}
+}
+
+// markerInitramfs writes a cpio initramfs whose /init prints marker on
+// the console and powers off: the smallest thing to boot to.
+func markerInitramfs(tb testing.TB, out, marker string) {
+	tb.Helper()
+	dir := tb.TempDir()
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		tb.Skip("busybox-static not installed")
+	}
+	copyFile(tb, bb, filepath.Join(dir, "bin", "busybox"))
+	os.Chmod(filepath.Join(dir, "bin", "busybox"), 0o755)
+	os.WriteFile(filepath.Join(dir, "init"), []byte("#!/bin/busybox sh\n/bin/busybox echo "+marker+"\n/bin/busybox poweroff -f\n"), 0o755)
+	cmd := exec.Command("cpio", "--quiet", "-o", "-H", "newc", "-O", out)
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader("bin\nbin/busybox\ninit\n")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("cpio: %v %s", err, b)
+	}
+}
+
+// BenchmarkPXEBoot boots the same kernel and marker initramfs over the
+// network three ways in one run, alternating: berth with a TFTP-served
+// iPXE script loading both over TFTP; berth with the host's HTTP iPXE
+// script loading both over HTTP; and dnsmasq (DHCP + TFTP, dhcp-boot of
+// the same TFTP script). It reports seconds from QEMU's start to the
+// marker, and berth/dnsmasq ratios (goal ≤ 1.0).
+func BenchmarkPXEBoot(b *testing.B) {
+	if ok, why := vmtest.Root(); !ok {
+		b.Skip(why)
+	}
+	dnsmasq, err := exec.LookPath("dnsmasq")
+	if err != nil {
+		b.Skip("dnsmasq not installed")
+	}
+	k, err := vmtest.DebianKernel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := newRig(b)
+	const marker = "BERTH-PXE-MARKER"
+	copyFile(b, k.Vmlinuz, filepath.Join(r.root, "vmlinuz"))
+	markerInitramfs(b, filepath.Join(r.root, "marker.cpio"), marker)
+	os.WriteFile(filepath.Join(r.root, "boot.ipxe"), []byte("#!ipxe\nkernel vmlinuz initrd=marker.cpio console=ttyS0 quiet panic=-1\ninitrd marker.cpio\nboot\n"), 0o644)
+	const macT, macH, macD = "52:54:00:be:0b:01", "52:54:00:be:0b:02", "52:54:00:be:0b:03"
+	r.berth("netboot", "host", "add", macT, "--bootfile", "boot.ipxe")
+	r.berth("netboot", "host", "add", macH, "--kernel", "vmlinuz", "--initrd", "marker.cpio", "--cmdline", "console=ttyS0 quiet panic=-1")
+	rounds := 2
+	var tTFTP, tHTTP, tDns time.Duration
+	for i := 0; i < rounds; i++ {
+		r.berth("netboot", "enable", "--interface", "br0", "--range", "10.78.0.100-10.78.0.150")
+		_, d := r.bootTo(fmt.Sprintf("tftp%d", i), macT, marker)
+		tTFTP += d
+		_, d = r.bootTo(fmt.Sprintf("http%d", i), macH, marker)
+		tHTTP += d
+		r.berth("netboot", "disable")
+		dm := exec.Command("ip", "netns", "exec", r.ns, dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+			"--interface=br0", "--bind-interfaces", "--dhcp-range=10.78.0.100,10.78.0.150,1h", "--dhcp-boot=boot.ipxe",
+			"--enable-tftp", "--tftp-root="+r.root, "--dhcp-leasefile="+filepath.Join(b.TempDir(), "leases"), "--pid-file=", "--user=root")
+		if err := dm.Start(); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		_, d = r.bootTo(fmt.Sprintf("dnsmasq%d", i), macD, marker)
+		tDns += d
+		dm.Process.Signal(syscall.SIGTERM)
+		dm.Wait()
+		b.Logf("round %d: berth TFTP %.1fs, berth HTTP %.1fs, dnsmasq TFTP %.1fs", i+1, tTFTP.Seconds()/float64(i+1), tHTTP.Seconds()/float64(i+1), tDns.Seconds()/float64(i+1))
+	}
+	n := float64(rounds)
+	b.ReportMetric(tTFTP.Seconds()/n, "berth-tftp-s")
+	b.ReportMetric(tHTTP.Seconds()/n, "berth-http-s")
+	b.ReportMetric(tDns.Seconds()/n, "dnsmasq-s")
+	b.ReportMetric(tTFTP.Seconds()/tDns.Seconds(), "tftp/dnsmasq")
+	b.ReportMetric(tHTTP.Seconds()/tDns.Seconds(), "http/dnsmasq")
 }
