@@ -82,10 +82,11 @@ func (t *Tool) syncGrub(ctx context.Context, v *volume, imgs []image, cmdline st
 		t.warnf("\tCopying kernel %s", im.version)
 		keep[filepath.Base(im.vmlinuz)], keep[filepath.Base(im.initrd)] = true, true
 		versions = append(versions, im.version)
-		for _, f := range []string{im.vmlinuz, im.initrd} {
-			if _, err := v.put(ctx, filepath.Base(f), f, nil); err != nil {
-				return err
-			}
+		v.strict = true // grub.cfg may already name these files
+		err := v.putNew(ctx, "", []string{im.vmlinuz, im.initrd})
+		v.strict = false
+		if err != nil {
+			return err
 		}
 	}
 	def := ""

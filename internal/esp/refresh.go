@@ -238,10 +238,11 @@ func (t *Tool) syncSystemdBoot(ctx context.Context, v *volume, imgs []image, cmd
 		dir := "EFI/proxmox/" + im.version
 		_ = v.removeLeftovers(ctx, dir)
 		t.warnf("\tCopying kernel and creating boot-entry for %s", im.version)
-		for _, f := range []string{im.vmlinuz, im.initrd} {
-			if _, err := v.put(ctx, dir+"/"+filepath.Base(f), f, nil); err != nil {
-				return err
-			}
+		v.strict = !v.exists("loader/entries/proxmox-" + im.version + ".conf")
+		err := v.putNew(ctx, dir, []string{im.vmlinuz, im.initrd})
+		v.strict = false
+		if err != nil {
+			return err
 		}
 	}
 	// 2. Entries, each replaced in one step.

@@ -24,6 +24,10 @@ type volume struct {
 	p    Partition
 	disk *os.File
 	fs   *fat.FS
+	// strict turns off the size+mtime shortcut: files are compared byte
+	// for byte (for versions whose entry is not written yet, where an
+	// interrupted copy may have left a file of the right size).
+	strict bool
 }
 
 func (t *Tool) open(p Partition) (*volume, error) {
@@ -122,7 +126,7 @@ func (v *volume) put(ctx context.Context, dst, src string, data []byte) (bool, e
 		// Same size and modification time (mcopy -m keeps the source's,
 		// FAT has 2 s resolution): unchanged, as rsync decides. Otherwise
 		// the contents are compared before anything is rewritten.
-		if !mtime.IsZero() && !e.ModTime.IsZero() && absDur(e.ModTime.Sub(mtime)) < 2*time.Second {
+		if !v.strict && !mtime.IsZero() && !e.ModTime.IsZero() && absDur(e.ModTime.Sub(mtime)) < 2*time.Second {
 			return false, nil
 		}
 		if v.equal(dst, src, data) == nil {
@@ -166,6 +170,59 @@ func absDur(d time.Duration) time.Duration {
 		return -d
 	}
 	return d
+}
+
+// putNew copies host files that do not exist on the ESP yet into dir with
+// one mcopy, then reads each back and compares it. Writing them under
+// their final names is safe because nothing refers to them until their
+// loader entry is written, which happens only after this; an interrupted
+// copy leaves a file the next refresh replaces. Files that exist go
+// through put.
+func (v *volume) putNew(ctx context.Context, dir string, srcs []string) error {
+	var fresh []string
+	for _, src := range srcs {
+		dst := path.Join(dir, path.Base(src))
+		if v.exists(dst) {
+			if _, err := v.put(ctx, dst, src, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		fresh = append(fresh, src)
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	if err := v.mkdirAll(ctx, dir); err != nil {
+		return err
+	}
+	args := append([]string{"-m", "-o", "-D", "o"}, fresh...)
+	target := "::/"
+	if dir != "" {
+		target += dir + "/"
+	}
+	if err := v.mtools(ctx, "write "+path.Join(dir, strings.Join(baseNames(fresh), ",")), "mcopy", append(args, target)...); err != nil {
+		return err
+	}
+	for _, src := range fresh {
+		st, err := os.Stat(src)
+		if err != nil {
+			return err
+		}
+		v.t.Stats.Bytes += st.Size()
+		if err := v.equal(path.Join(dir, path.Base(src)), src, nil); err != nil {
+			return fmt.Errorf("verify on %s: %w: the ESP may be full or failing", v.p.Name, err)
+		}
+	}
+	return nil
+}
+
+func baseNames(p []string) []string {
+	out := make([]string, len(p))
+	for i, s := range p {
+		out[i] = path.Base(s)
+	}
+	return out
 }
 
 // equal compares the ESP file dst with the host file src (or data when
