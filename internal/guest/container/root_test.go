@@ -186,3 +186,57 @@ func TestExecNotFound(t *testing.T) {
 		t.Errorf("exec missing command: code %d err %v stderr %q", code, err, out.String())
 	}
 }
+
+// BenchmarkStartExecStop is the driver's own share of a start cycle:
+// start, run /bin/true inside, hard stop (no API, no tasks).
+func BenchmarkStartExecStop(b *testing.B) {
+	if os.Getenv("BERTH_TEST_ROOT") != "1" {
+		b.Skip("needs root and BERTH_TEST_ROOT=1")
+	}
+	dir := b.TempDir()
+	os.Chmod(dir, 0o711)
+	st, err := store.Open(filepath.Join(dir, "berth.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	imgs, err := image.Open(ctx, st, filepath.Join(dir, "images"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cttest.ImportBusybox(ctx, imgs, "bb", b.TempDir()); err != nil {
+		b.Fatal(err)
+	}
+	self, _ := os.Executable()
+	d, err := container.New(container.Options{DataDir: dir, Store: st, Images: imgs, Self: self})
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := api.Guest{ID: 150, Kind: api.GuestContainer, Config: map[string]string{"image": "bb"}}
+	if err := d.Create(ctx, g, cttest.Logger{T: b}); err != nil {
+		b.Fatal(err)
+	}
+	var tStart, tExec, tStop time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if err := d.Start(ctx, g, nil); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if code, err := d.Exec(ctx, g, guest.ExecRequest{Argv: []string{"/bin/true"}}); err != nil || code != 0 {
+			b.Fatal(code, err)
+		}
+		t2 := time.Now()
+		if err := d.Stop(ctx, g, nil); err != nil {
+			b.Fatal(err)
+		}
+		tStart += t1.Sub(t0)
+		tExec += t2.Sub(t1)
+		tStop += time.Since(t2)
+	}
+	b.ReportMetric(float64(tStart.Microseconds())/float64(b.N)/1000, "start-ms")
+	b.ReportMetric(float64(tExec.Microseconds())/float64(b.N)/1000, "exec-ms")
+	b.ReportMetric(float64(tStop.Microseconds())/float64(b.N)/1000, "stop-ms")
+}

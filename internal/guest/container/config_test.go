@@ -1,0 +1,79 @@
+package container
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/berthhq/berth/api"
+)
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  map[string]string
+		bad  map[string]string // key -> substring of the message
+	}{
+		{"minimal", map[string]string{"image": "bb"}, nil},
+		{"full", map[string]string{"image": "bb", "hostname": "web1", "memory": "512", "swap": "128", "cores": "1",
+			"cpulimit": "0.5", "cpuunits": "200", "pids": "100", "privileged": "0",
+			"net0": "name=eth0,bridge=vmbr0,ip=10.0.0.5/24,gw=10.0.0.1,hwaddr=02:00:00:00:00:01", "net1": "bridge=vmbr1,ip=dhcp"}, nil},
+		{"no image", map[string]string{}, map[string]string{"image": "needs an image"}},
+		{"memory too small", map[string]string{"image": "bb", "memory": "1"}, map[string]string{"memory": "from 16"}},
+		{"swap without memory", map[string]string{"image": "bb", "swap": "64"}, map[string]string{"swap": "memory limit"}},
+		{"too many cores", map[string]string{"image": "bb", "cores": "64"}, map[string]string{"cores": "this host has 4 CPUs"}},
+		{"bad cpulimit", map[string]string{"image": "bb", "cpulimit": "fast"}, map[string]string{"cpulimit": "number of CPUs"}},
+		{"bad privileged", map[string]string{"image": "bb", "privileged": "yes"}, map[string]string{"privileged": "use 1"}},
+		{"relative init", map[string]string{"image": "bb", "init": "init"}, map[string]string{"init": "absolute"}},
+		{"bad hostname", map[string]string{"image": "bb", "hostname": "-x"}, map[string]string{"hostname": "not a valid host name"}},
+		{"net index", map[string]string{"image": "bb", "net10": "bridge=b"}, map[string]string{"net10": "net0 to net9"}},
+		{"net no bridge", map[string]string{"image": "bb", "net0": "ip=dhcp"}, map[string]string{"net0": "bridge= is required"}},
+		{"net bad cidr", map[string]string{"image": "bb", "net0": "bridge=b,ip=10.0.0.5/33"}, map[string]string{"net0": "neither dhcp"}},
+		{"net network address", map[string]string{"image": "bb", "net0": "bridge=b,ip=10.0.0.0/24"}, map[string]string{"net0": "network address"}},
+		{"net gw without ip", map[string]string{"image": "bb", "net0": "bridge=b,gw=10.0.0.1"}, map[string]string{"net0": "static ip"}},
+		{"net gw family", map[string]string{"image": "bb", "net0": "bridge=b,ip=10.0.0.5/24,gw=fe80::1"}, map[string]string{"net0": "same IP version"}},
+		{"net multicast mac", map[string]string{"image": "bb", "net0": "bridge=b,hwaddr=01:00:5e:00:00:01"}, map[string]string{"net0": "unicast"}},
+		{"net dup name", map[string]string{"image": "bb", "net0": "bridge=b", "net1": "bridge=b,name=eth0"}, map[string]string{"net1": "also used"}},
+		{"unknown key", map[string]string{"image": "bb", "colour": "blue"}, map[string]string{"colour": "unknown container option"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, bad := parse(api.Guest{ID: 101, Config: tc.cfg}, 4)
+			if len(bad) != len(tc.bad) {
+				t.Fatalf("problems %v, want keys of %v", bad, tc.bad)
+			}
+			for k, want := range tc.bad {
+				if !strings.Contains(bad[k], want) {
+					t.Errorf("%s: %q lacks %q", k, bad[k], want)
+				}
+			}
+		})
+	}
+}
+
+func TestMAC(t *testing.T) {
+	a, b := MAC(101, 0), MAC(101, 1)
+	if a == b || a != MAC(101, 0) {
+		t.Errorf("MACs not stable and distinct: %s %s", a, b)
+	}
+	if !strings.HasSuffix(a[:2], "2") && !strings.ContainsAny(a[1:2], "26ae") {
+		t.Errorf("%s is not locally administered unicast", a)
+	}
+	if len(hostVeth(999999999, 9)) > 15 {
+		t.Error("host veth name longer than IFNAMSIZ-1")
+	}
+}
+
+func FuzzParseNIC(f *testing.F) {
+	for _, s := range []string{"name=eth0,bridge=vmbr0,ip=10.0.0.5/24,gw=10.0.0.1", "bridge=b,ip=dhcp", "bridge=b,hwaddr=02:00:00:00:00:01",
+		"bridge=b,ip=fd00::5/64,gw=fd00::1", "=,,,", "bridge=b,bridge=c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parseNIC(0, s)
+		if err != nil {
+			return
+		}
+		if n.Bridge == "" || n.Name == "" || len(n.Name) > 15 {
+			t.Fatalf("accepted %q as %+v", s, n)
+		}
+	})
+}

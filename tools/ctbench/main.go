@@ -1,0 +1,273 @@
+// Command ctbench is `make bench-ct`: berth's system containers beside
+// Debian's LXC on the same busybox root file system, in one run.
+//
+//   - start latency: start request → a command ran inside → hard stop,
+//     median of -n cycles; berth through its API (start task, exec over
+//     the API, stop task), LXC as lxc-start -d + lxc-attach + lxc-stop -k;
+//   - density: -density idle containers started through the API; host
+//     memory used per container beyond the containers' own processes
+//     (drop of MemAvailable minus the processes' summed PSS), and the
+//     berth daemon's own RSS growth;
+//   - stopall of those containers (clean shutdowns in parallel).
+//
+// It needs root and a built berth binary (-berth).
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/client"
+	"github.com/berthhq/berth/internal/guest/container/cttest"
+)
+
+func main() {
+	berth := flag.String("berth", "bin/berth", "berth binary")
+	n := flag.Int("n", 50, "start/stop cycles per side")
+	density := flag.Int("density", 500, "idle containers for the density and stopall measurements (0 skips)")
+	skipLXC := flag.Bool("no-lxc", false, "skip the LXC side")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		log.Fatal("ctbench needs root (namespaces, cgroups, mounts)")
+	}
+	bin, err := filepath.Abs(*berth)
+	if err != nil {
+		log.Fatal(err)
+	}
+	tmp, err := os.MkdirTemp("", "ctbench-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	os.Chmod(tmp, 0o711)
+	data := filepath.Join(tmp, "data")
+	daemon := exec.Command(bin, "serve", "--listen", "none", "--data-dir", data, "--log-level", "warn")
+	daemon.Stderr = os.Stderr
+	if err := daemon.Start(); err != nil {
+		log.Fatal(err)
+	}
+	defer func() {
+		daemon.Process.Signal(os.Interrupt)
+		daemon.Wait()
+	}()
+	sock := filepath.Join(data, "berth.sock")
+	for i := 0; ; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if i > 300 {
+			log.Fatal("daemon did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ctx := context.Background()
+	cl := client.NewUnix(sock)
+	tarPath, err := cttest.WriteBusyboxTar(tmp)
+	if err != nil {
+		log.Fatal(err)
+	}
+	must(task(ctx, cl, "POST", "/api/v1/images", api.ImageImport{Name: "bb", Source: tarPath}))
+	rootfs := filepath.Join(data, "images", "bb", "rootfs")
+
+	fmt.Printf("start latency (start request -> command ran inside -> hard stop), median of %d cycles, busybox rootfs %s\n", *n, rootfs)
+	must(task(ctx, cl, "POST", "/api/v1/guests", api.Guest{ID: 1000, Kind: api.GuestContainer, Config: map[string]string{"image": "bb"}}))
+	berthMed := median(*n, func() error { return berthCycle(ctx, cl, 1000) })
+	fmt.Printf("  berth (unprivileged, idmapped overlay, API): median %s\n", berthMed)
+	if !*skipLXC {
+		lxcMed := median(*n, func() error { return lxcCycle(tmp, rootfs) })
+		fmt.Printf("  lxc (privileged, lxc-start -d + lxc-attach + lxc-stop -k): median %s\n", lxcMed)
+		fmt.Printf("  ratio berth/lxc: %.3f (goal <= 0.2)\n", float64(berthMed)/float64(lxcMed))
+	}
+	must(task(ctx, cl, "DELETE", "/api/v1/guests/1000", nil))
+
+	if *density > 0 {
+		densityRun(ctx, cl, daemon.Process.Pid, *density)
+	}
+}
+
+func must(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// task starts a task and waits for it; a failed task is an error.
+func task(ctx context.Context, cl *client.Client, method, path string, body any) error {
+	var acc api.Accepted
+	if err := cl.Do(ctx, method, path, body, &acc); err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	t, err := cl.WaitTask(ctx, acc.UPID, nil)
+	if err != nil {
+		return err
+	}
+	if t.ExitStatus != api.TaskOK {
+		return fmt.Errorf("%s %s: task %s", method, path, t.ExitStatus)
+	}
+	return nil
+}
+
+func berthCycle(ctx context.Context, cl *client.Client, id int) error {
+	p := "/api/v1/guests/" + strconv.Itoa(id) + "/status/"
+	if err := task(ctx, cl, "POST", p+"start", nil); err != nil {
+		return err
+	}
+	code, err := cl.ContainerExec(ctx, id, api.ContainerExecRequest{Argv: []string{"/bin/true"}}, client.ExecIO{})
+	if err != nil || code != 0 {
+		return fmt.Errorf("exec: %d %v", code, err)
+	}
+	return task(ctx, cl, "POST", p+"stop", nil)
+}
+
+func lxcCycle(dir, rootfs string) error {
+	cfg := filepath.Join(dir, "lxcbench", "config")
+	if _, err := os.Stat(cfg); err != nil {
+		os.MkdirAll(filepath.Dir(cfg), 0o755)
+		conf := "lxc.uts.name = lxcbench\nlxc.rootfs.path = dir:" + rootfs + "\nlxc.net.0.type = empty\nlxc.init.cmd = /sbin/init\n" +
+			"lxc.mount.auto = proc:mixed sys:ro\nlxc.apparmor.profile = unconfined\nlxc.tty.max = 0\nlxc.pty.max = 16\n"
+		if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+			return err
+		}
+	}
+	for _, args := range [][]string{
+		{"lxc-start", "-P", dir, "-n", "lxcbench", "-f", cfg, "-d"},
+		{"lxc-attach", "-P", dir, "-n", "lxcbench", "--", "/bin/true"},
+		{"lxc-stop", "-P", dir, "-n", "lxcbench", "-k"},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
+}
+
+func median(n int, cycle func() error) time.Duration {
+	ds := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		if err := cycle(); err != nil {
+			log.Fatal(err)
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	slices.Sort(ds)
+	return ds[n/2].Round(10 * time.Microsecond)
+}
+
+func densityRun(ctx context.Context, cl *client.Client, daemonPID, n int) {
+	fmt.Printf("density: %d idle busybox containers\n", n)
+	for i := 0; i < n; i++ {
+		must(task(ctx, cl, "POST", "/api/v1/guests", api.Guest{ID: 2000 + i, Kind: api.GuestContainer, Config: map[string]string{"image": "bb"}}))
+	}
+	dropCaches()
+	time.Sleep(time.Second)
+	availBefore := memAvailable()
+	kernBefore := kernelKiB()
+	rssBefore := rssKiB(daemonPID)
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		must(task(ctx, cl, "POST", "/api/v1/guests/"+strconv.Itoa(2000+i)+"/status/start", nil))
+	}
+	startAll := time.Since(t0)
+	time.Sleep(2 * time.Second)
+	dropCaches()
+	time.Sleep(time.Second)
+	availAfter := memAvailable()
+	kernAfter := kernelKiB()
+	var pss int64
+	var procs int
+	for i := 0; i < n; i++ {
+		var st api.ContainerStatus
+		must(cl.Do(ctx, "GET", "/api/v1/containers/"+strconv.Itoa(2000+i)+"/status", nil, &st))
+		if st.Status != api.GuestRunning {
+			log.Fatalf("container %d is %s", 2000+i, st.Status)
+		}
+		p, c := treePSS(st.PID)
+		pss += p
+		procs += c
+	}
+	used := (availBefore - availAfter) * 1024
+	own := pss * 1024
+	fmt.Printf("  started %d in %s (%.1f ms each, sequential API tasks)\n", n, startAll.Round(time.Millisecond), float64(startAll.Milliseconds())/float64(n))
+	fmt.Printf("  MemAvailable drop: %.1f MiB; containers' own processes (%d): PSS %.1f MiB; berth daemon RSS growth: %.1f MiB\n",
+		mib(used), procs, mib(own), mib((rssKiB(daemonPID)-rssBefore)*1024))
+	fmt.Printf("  host memory per container beyond its own processes: %.0f KiB (goal < 1024 KiB)\n", float64(used-own)/1024/float64(n))
+	fmt.Printf("  of which kernel (Slab+KernelStack+PageTables+Percpu growth): %.0f KiB per container\n", float64(kernAfter-kernBefore)/float64(n))
+
+	t0 = time.Now()
+	must(task(ctx, cl, "POST", "/api/v1/node/stopall", api.BulkRequest{Timeout: 60}))
+	fmt.Printf("stopall of %d containers (clean shutdown, parallel): %s (goal < 10 s)\n", n, time.Since(t0).Round(time.Millisecond))
+	for i := 0; i < n; i++ {
+		must(task(ctx, cl, "DELETE", "/api/v1/guests/"+strconv.Itoa(2000+i), nil))
+	}
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func dropCaches() {
+	exec.Command("sync").Run()
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0)
+}
+
+func memAvailable() int64 {
+	return meminfo("/proc/meminfo", "MemAvailable:")
+}
+
+func meminfo(path, key string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), key); ok {
+			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// kernelKiB is the kernel's own memory: what namespaces, cgroups, mounts
+// and page tables cost, less noisy than MemAvailable on a busy host.
+func kernelKiB() int64 {
+	var t int64
+	for _, k := range []string{"Slab:", "KernelStack:", "PageTables:", "Percpu:"} {
+		t += meminfo("/proc/meminfo", k)
+	}
+	return t
+}
+
+func rssKiB(pid int) int64 { return meminfo("/proc/"+strconv.Itoa(pid)+"/status", "VmRSS:") }
+
+// treePSS sums the PSS (KiB) of pid and its descendants.
+func treePSS(pid int) (int64, int) {
+	total := meminfo("/proc/"+strconv.Itoa(pid)+"/smaps_rollup", "Pss:")
+	count := 1
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return total, count
+	}
+	for _, f := range strings.Fields(string(b)) {
+		c, _ := strconv.Atoi(f)
+		p, k := treePSS(c)
+		total += p
+		count += k
+	}
+	return total, count
+}
