@@ -49,13 +49,16 @@ func TestDetectHybridAndSet(t *testing.T) {
 		return strings.TrimSpace(string(b))
 	}
 	got := map[string]string{
-		"memory":  read("memory/berth/101/memory.limit_in_bytes"),
-		"pids":    read("pids/berth/101/pids.max"),
-		"quota":   read("cpu/berth/101/cpu.cfs_quota_us"),
-		"shares":  read("cpu/berth/101/cpu.shares"),
-		"cpus":    read("cpuset/berth/101/cpuset.cpus"),
-		"mems":    read("cpuset/berth/101/cpuset.mems"),
-		"unified": func() string { _, err := os.Stat(filepath.Join(root, "unified/berth/101")); return "dir" + errString(err) }(),
+		"memory": read("memory/berth/101/memory.limit_in_bytes"),
+		"pids":   read("pids/berth/101/pids.max"),
+		"quota":  read("cpu/berth/101/cpu.cfs_quota_us"),
+		"shares": read("cpu/berth/101/cpu.shares"),
+		"cpus":   read("cpuset/berth/101/cpuset.cpus"),
+		"mems":   read("cpuset/berth/101/cpuset.mems"),
+		"unified": func() string {
+			_, err := os.Stat(filepath.Join(root, "unified/berth/101"))
+			return "dir" + errString(err)
+		}(),
 	}
 	want := map[string]string{"memory": "67108864", "pids": "100", "quota": "50000", "shares": "2048", "cpus": "0", "mems": "0", "unified": "dir<nil>"}
 	if diff := cmp.Diff(want, got); diff != "" {
