@@ -265,7 +265,7 @@ func (c *Client) WaitTask(ctx context.Context, upid string, emit func(string)) (
 		select {
 		case <-ctx.Done():
 			return t, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 }

@@ -22,7 +22,7 @@ import (
 
 // Inittab makes busybox init run nothing but wait: no console shells to
 // respawn, clean poweroff on SIGUSR2, reboot on SIGTERM.
-const Inittab = "::sysinit:/bin/true\n::shutdown:/bin/sync\n"
+const Inittab = "::sysinit:/bin/true\n"
 
 // BusyboxEntries is imagetest's busybox root plus Inittab.
 func BusyboxEntries() ([]imagetest.Entry, error) {
