@@ -88,8 +88,15 @@ bench-net: deps
 bench-netboot-pxe: deps
 	BERTH_TEST_ROOT=1 $(GO) test -run '^$$' -bench PXEBoot -benchtime 1x -timeout 30m ./internal/netboot/
 
+## bench-netboot-root: a diskless client's sequential read of its root from
+## berth's NBD server beside nfs-ganesha (NFSv4) serving the same image, in a
+## private network namespace (root).
+bench-netboot-root: deps
+	$(GO) build -o bin/rootbench ./tools/rootbench
+	unshare --net sh -c 'ip link set lo up && bin/rootbench -size 256 -rounds 3'
+
 ## bench: API read throughput and p99 latency beside a bare net/http handler.
-bench: bench-ksm bench-image bench-boot bench-netboot-tftp bench-netboot-dhcp bench-netboot-pxe bench-net bench-ct
+bench: bench-ksm bench-image bench-boot bench-netboot-tftp bench-netboot-dhcp bench-netboot-pxe bench-net bench-ct bench-netboot-root
 	$(GO) run ./tools/apibench -duration 5s -rounds 3 -concurrency 32
 
 ## bench-ct: containers beside Debian's LXC on the same busybox rootfs:

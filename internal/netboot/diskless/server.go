@@ -490,9 +490,21 @@ func (s *Server) transmit(c *conn, ov *overlay, mac net.HardwareAddr) error {
 				break
 			}
 			binary.BigEndian.PutUint32(rep[4:], 0)
-			c.w.Write(rep[:])
-			c.w.Write(buf[:n])
 			s.bytesRead.Add(uint64(n))
+			if n < 64<<10 {
+				c.w.Write(rep[:])
+				c.w.Write(buf[:n])
+				continue
+			}
+			// A large read goes out with one writev after what is
+			// buffered, not through a copy into the buffer.
+			if err := c.w.Flush(); err != nil {
+				return err
+			}
+			bufs := net.Buffers{rep[:], buf[:n]}
+			if _, err := bufs.WriteTo(c.Conn); err != nil {
+				return err
+			}
 			continue
 		case cmdWrite, cmdWriteZeroes:
 			if n > maxRequest {
