@@ -56,6 +56,10 @@ type Options struct {
 	// DataDir holds the lease journal and the default boot root.
 	DataDir string
 	Log     *slog.Logger
+	// LoaderDir is where Debian's ipxe package keeps its loaders
+	// (default /usr/lib/ipxe); missing default loaders are copied from
+	// it into the boot root when the service starts.
+	LoaderDir string
 	// Listen opens a UDP socket on an interface (default
 	// dhcp.ListenUDP); tests may replace it.
 	Listen func(ctx context.Context, iface string, port int) (*net.UDPConn, error)
@@ -334,6 +338,7 @@ func (s *Service) start(cfg wire.NetbootConfig) (err error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return fmt.Errorf("netboot root: %w", err)
 	}
+	s.provideLoaders(root, cfg)
 	if s.leases == nil {
 		l, err := dhcp.OpenLeases(filepath.Join(s.o.DataDir, "netboot", "leases.journal"), nil)
 		if err != nil {
@@ -647,4 +652,54 @@ func (s *Service) Leases() []wire.NetbootLease {
 		out = append(out, wire.NetbootLease{IP: x.IP.String(), MAC: x.MAC, Hostname: x.Hostname, Interface: x.Interface, Expires: x.Expires, State: state})
 	}
 	return out
+}
+
+// provideLoaders copies the default loaders (undionly.kpxe, ipxe.efi)
+// from Debian's ipxe package into root when root lacks them, atomically,
+// so PXE clients work without a manual step. An existing file is never
+// replaced.
+func (s *Service) provideLoaders(root string, cfg wire.NetbootConfig) {
+	dir := s.o.LoaderDir
+	if dir == "" {
+		dir = "/usr/lib/ipxe"
+	}
+	for _, name := range []string{or(cfg.BIOS, DefaultBIOS), or(cfg.EFI64, DefaultEFI64)} {
+		dst := filepath.Join(root, name)
+		if _, err := os.Lstat(dst); err == nil || strings.Contains(name, "/") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			continue
+		}
+		if err := writeAtomic(dst, data); err != nil {
+			s.log.Warn("netboot: cannot provide loader", "file", dst, "err", err)
+			continue
+		}
+		s.log.Info("netboot: loader copied into the boot root", "file", dst, "from", dir)
+	}
+}
+
+func writeAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
