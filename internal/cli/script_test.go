@@ -17,6 +17,7 @@ import (
 	wire "github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/cli"
 	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/vmtest"
 )
 
 // testDriver is a test fake for the "container" kind: the real container,
@@ -135,6 +136,26 @@ func TestScripts(t *testing.T) {
 					ts.Fatalf("capture: %q not found in stdout", args[1])
 				}
 				ts.Setenv(args[0], strings.TrimSpace(m[1]))
+			},
+			// vmimages DIR [kernel]: build the VM/UML test images
+			// (internal/vmtest) in DIR and set ROOTIMG, and with
+			// "kernel" also KERNEL and INITRD.
+			"vmimages": func(ts *testscript.TestScript, neg bool, args []string) {
+				im, err := vmtest.Build(args[0], len(args) > 1 && args[1] == "kernel")
+				ts.Check(err)
+				os.Chmod(im.Root, 0o444)
+				ts.Setenv("ROOTIMG", im.Root)
+				ts.Setenv("KERNEL", im.Kernel.Vmlinuz)
+				ts.Setenv("INITRD", im.Initrd)
+			},
+			// testbridge VAR CIDR: create a uniquely named bridge with
+			// the host address CIDR, name it in VAR, delete it at the end.
+			"testbridge": func(ts *testscript.TestScript, neg bool, args []string) {
+				name := fmt.Sprintf("bts%d", os.Getpid()%100000)
+				del, err := vmtest.Bridge(name, args[1])
+				ts.Check(err)
+				ts.Defer(del)
+				ts.Setenv(args[0], name)
 			},
 			// until REGEXP CMD ARGS...: rerun a command until its stdout matches (up to 20s).
 			"until": func(ts *testscript.TestScript, neg bool, args []string) {

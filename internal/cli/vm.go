@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -238,7 +239,7 @@ func (e *env) vmSnapshot() *cobra.Command {
 // console. With --expect it waits for a string in the output and exits,
 // for scripts.
 func (e *env) rawConsole(kind wire.GuestKind) *cobra.Command {
-	var expect string
+	var expect, send string
 	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "console ID",
@@ -248,6 +249,9 @@ func (e *env) rawConsole(kind wire.GuestKind) *cobra.Command {
 			id, err := strconv.Atoi(args[0])
 			if err != nil {
 				return usageError{fmt.Errorf("guest ID %q is not a number", args[0])}
+			}
+			if send != "" && expect == "" {
+				return usageError{fmt.Errorf("--send needs --expect")}
 			}
 			cl, err := e.client(c.Context())
 			if err != nil {
@@ -273,12 +277,40 @@ func (e *env) rawConsole(kind wire.GuestKind) *cobra.Command {
 				interactive = true
 				fmt.Fprint(e.stderr, "Connected to the console of "+string(kind)+" "+args[0]+"; detach with Ctrl-a q\r\n")
 			}
-			go func() {
-				io.Copy(conn, &detachReader{r: c.InOrStdin()})
-				if interactive {
-					conn.Close()
-				}
-			}()
+			var lastOutput atomic.Value
+			lastOutput.Store(time.Now())
+			if send != "" {
+				line := strings.ReplaceAll(send, `\n`, "\n")
+				go func() {
+					t := time.NewTicker(500 * time.Millisecond)
+					defer t.Stop()
+					var sent time.Time
+					for {
+						select {
+						case <-ctx.Done():
+							return
+						case <-t.C:
+						}
+						// Type only once the console has been quiet for
+						// 2 seconds (a booting guest drops input), then
+						// again every 5 seconds.
+						if time.Since(lastOutput.Load().(time.Time)) < 2*time.Second || time.Since(sent) < 5*time.Second {
+							continue
+						}
+						if _, err := io.WriteString(conn, line); err != nil {
+							return
+						}
+						sent = time.Now()
+					}
+				}()
+			} else {
+				go func() {
+					io.Copy(conn, &detachReader{r: c.InOrStdin()})
+					if interactive {
+						conn.Close()
+					}
+				}()
+			}
 			if expect == "" {
 				io.Copy(e.stdout, conn)
 				return nil
@@ -287,6 +319,9 @@ func (e *env) rawConsole(kind wire.GuestKind) *cobra.Command {
 			buf := make([]byte, 4096)
 			for {
 				n, err := conn.Read(buf)
+				if n > 0 {
+					lastOutput.Store(time.Now())
+				}
 				e.stdout.Write(buf[:n])
 				seen.Write(buf[:n])
 				if bytes.Contains(seen.Bytes(), []byte(expect)) {
@@ -300,6 +335,7 @@ func (e *env) rawConsole(kind wire.GuestKind) *cobra.Command {
 	}
 	c.Flags().StringVar(&expect, "expect", "", "wait until the console prints this string, then detach (exit 1 on --timeout)")
 	c.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long --expect waits")
+	c.Flags().StringVar(&send, "send", "", `with --expect: type this (\n for Enter) once the console is quiet, again every 5 seconds until the expected output shows`)
 	return c
 }
 

@@ -28,6 +28,8 @@ const (
 	// maxLog is where the console log starts over, so a chatty guest
 	// cannot fill the disk.
 	maxLog = 16 << 20
+	// replay is how much of the log a newly attached client gets first.
+	replay = 8 << 10
 )
 
 // RelayMain is the console relay, a small process that berth starts for
@@ -108,6 +110,14 @@ func relay(args []string) error {
 				return
 			}
 			mu.Lock()
+			// Replay the end of the log so a client that attaches
+			// late sees what it missed.
+			if b, err := os.ReadFile(consoleLog); err == nil {
+				if len(b) > replay {
+					b = b[len(b)-replay:]
+				}
+				c.Write(b)
+			}
 			clients[c] = true
 			mu.Unlock()
 			go func() {
