@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-func makeBase(t *testing.T, size int) (string, []byte) {
+func makeBase(t testing.TB, size int) (string, []byte) {
 	t.Helper()
 	data := make([]byte, size)
 	r := rand.New(rand.NewPCG(1, 2))
