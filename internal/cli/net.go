@@ -288,43 +288,8 @@ func (e *env) netIface() *cobra.Command {
 			kv(w, "staged", nc.StagedDigest, "next", "berth net diff; berth net apply")
 		})
 	}
-	var af ifaceFlags
-	add := &cobra.Command{
-		Use:   "add NAME",
-		Short: "Stage a new interface (a bridge with --bridge-ports, a bond with --bond-slaves, a VLAN as NAME.VID)",
-		Args:  exactArgs(1, "the interface name"),
-		RunE: func(c *cobra.Command, args []string) error {
-			spec, err := af.build(c)
-			if err != nil {
-				return err
-			}
-			spec.Name = args[0]
-			var nc wire.NetworkConfig
-			if err := e.do(c.Context(), "POST", "/api/v1/node/network/interfaces", spec, &nc); err != nil {
-				return err
-			}
-			return showStaged(nc)
-		},
-	}
-	af.register(add, false)
-	var sf ifaceFlags
-	set := &cobra.Command{
-		Use:   "set NAME",
-		Short: "Stage changes to an interface; options not given stay as they are",
-		Args:  exactArgs(1, "the interface name"),
-		RunE: func(c *cobra.Command, args []string) error {
-			spec, err := sf.build(c)
-			if err != nil {
-				return err
-			}
-			var nc wire.NetworkConfig
-			if err := e.do(c.Context(), "PUT", "/api/v1/node/network/interfaces/"+url.PathEscape(args[0]), spec, &nc); err != nil {
-				return err
-			}
-			return showStaged(nc)
-		},
-	}
-	sf.register(set, true)
+	add := e.netIfaceEdit("add NAME", "Stage a new interface (a bridge with --bridge-ports, a bond with --bond-slaves, a VLAN as NAME.VID)", "POST", false, showStaged)
+	set := e.netIfaceEdit("set NAME", "Stage changes to an interface; options not given stay as they are", "PUT", true, showStaged)
 	var digest string
 	rm := &cobra.Command{
 		Use:   "remove NAME",
@@ -344,5 +309,34 @@ func (e *env) netIface() *cobra.Command {
 	}
 	rm.Flags().StringVar(&digest, "digest", "", "digest the change is based on (409 if the file changed since)")
 	c.AddCommand(add, set, rm)
+	return c
+}
+
+// netIfaceEdit is iface add (POST) or iface set (PUT, with --delete).
+func (e *env) netIfaceEdit(use, short, method string, set bool, show func(wire.NetworkConfig) error) *cobra.Command {
+	var f ifaceFlags
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(1, "the interface name"),
+		RunE: func(c *cobra.Command, args []string) error {
+			spec, err := f.build(c)
+			if err != nil {
+				return err
+			}
+			path := "/api/v1/node/network/interfaces"
+			if set {
+				path += "/" + url.PathEscape(args[0])
+			} else {
+				spec.Name = args[0]
+			}
+			var nc wire.NetworkConfig
+			if err := e.do(c.Context(), method, path, spec, &nc); err != nil {
+				return err
+			}
+			return show(nc)
+		},
+	}
+	f.register(c, set)
 	return c
 }

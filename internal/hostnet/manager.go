@@ -119,6 +119,15 @@ func read(p string) ([]byte, bool, error) {
 	return b, true, nil
 }
 
+// files reads the active file and the staged one (has: it exists).
+func (m *Manager) files() (cur, staged []byte, has bool, err error) {
+	if cur, _, err = read(m.o.Interfaces); err != nil {
+		return nil, nil, false, err
+	}
+	staged, has, err = read(m.stagedPath())
+	return cur, staged, has, err
+}
+
 // WriteAtomic writes a file through a temporary file, fsync and rename,
 // so that a crash leaves the old or the new content, never a mix.
 func WriteAtomic(p string, data []byte, mode os.FileMode) error {
@@ -205,11 +214,7 @@ func (m *Manager) Get(ctx context.Context) (wire.NetworkConfig, error) {
 }
 
 func (m *Manager) get(ctx context.Context) (wire.NetworkConfig, error) {
-	cur, _, err := read(m.o.Interfaces)
-	if err != nil {
-		return wire.NetworkConfig{}, err
-	}
-	staged, has, err := read(m.stagedPath())
+	cur, staged, has, err := m.files()
 	if err != nil {
 		return wire.NetworkConfig{}, err
 	}
@@ -279,11 +284,7 @@ func describe(i *ifupdown.Iface, live map[string]bool) wire.NetworkInterface {
 func (m *Manager) Diff(ctx context.Context) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	cur, _, err := read(m.o.Interfaces)
-	if err != nil {
-		return "", err
-	}
-	staged, has, err := read(m.stagedPath())
+	cur, staged, has, err := m.files()
 	if err != nil || !has {
 		return "", err
 	}
@@ -296,11 +297,7 @@ func (m *Manager) Diff(ctx context.Context) (string, error) {
 func (m *Manager) Edit(ctx context.Context, digest string, fn func(f *ifupdown.File) error) (wire.NetworkConfig, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	cur, _, err := read(m.o.Interfaces)
-	if err != nil {
-		return wire.NetworkConfig{}, err
-	}
-	staged, has, err := read(m.stagedPath())
+	cur, staged, has, err := m.files()
 	if err != nil {
 		return wire.NetworkConfig{}, err
 	}
@@ -390,11 +387,7 @@ func (m *Manager) Apply(ctx context.Context, user string, req wire.NetworkApplyR
 	if p, _, err := store.GetJSON[pendingRecord](ctx, m.o.Store, keyPending); err == nil && !req.DryRun {
 		return task.UPID{}, &conflict{fmt.Sprintf("the last apply (%s) waits for confirmation: run 'berth net confirm', or wait for its rollback", p.UPID)}
 	}
-	cur, _, err := read(m.o.Interfaces)
-	if err != nil {
-		return task.UPID{}, err
-	}
-	staged, has, err := read(m.stagedPath())
+	cur, staged, has, err := m.files()
 	if err != nil {
 		return task.UPID{}, err
 	}
