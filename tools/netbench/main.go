@@ -469,14 +469,28 @@ func extractAddr(file, iface string) string {
 	return ""
 }
 
+// verdict sums up the findings of all rounds: distinct links whose state
+// changed, and distinct links that only got netlink notifications.
 func verdict(bad []string, total int) string {
 	if len(bad) == 0 {
 		return fmt.Sprintf("none of %d", total)
 	}
-	sort.Strings(bad)
-	ex := bad
-	if len(ex) > 3 {
-		ex = ex[:3]
+	changed, notified := map[string]bool{}, map[string]bool{}
+	var ex []string
+	for _, b := range bad {
+		name, rest, _ := strings.Cut(b, " ")
+		if strings.HasPrefix(rest, "got ") {
+			notified[name] = true
+		} else {
+			changed[name] = true
+			if len(ex) < 2 {
+				ex = append(ex, b)
+			}
+		}
 	}
-	return fmt.Sprintf("%d findings, e.g. %s", len(bad), strings.Join(ex, "; "))
+	out := fmt.Sprintf("%d of %d changed state, %d got netlink notifications (over all rounds)", len(changed), total, len(notified))
+	if len(ex) > 0 {
+		out += ": " + strings.Join(ex, "; ")
+	}
+	return out
 }
