@@ -269,20 +269,7 @@ func TestRealClients(t *testing.T) {
 
 func bootpExchange(t *testing.T, ns string, mac net.HardwareAddr) *Message {
 	t.Helper()
-	conn := inNetns(t, ns, func() (*net.UDPConn, error) {
-		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1), unix.BindToDevice(int(fd), "eth0"))
-			})
-			return errors.Join(err, serr)
-		}}
-		pc, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:68")
-		if err != nil {
-			return nil, err
-		}
-		return pc.(*net.UDPConn), nil
-	})
+	conn := clientConn(t, ns)
 	defer conn.Close()
 	m := request(mac, 0, nil)
 	m.XID = 0xb0070001
@@ -326,20 +313,7 @@ func TestProxyBesideDnsmasq(t *testing.T) {
 		Proxy: true, Boot: Boot{BIOS: "undionly.kpxe", EFI64: "ipxe.efi"}}}}
 	srv, _ := startServer(t, l.srv, cfg)
 
-	conn := inNetns(t, l.name("px"), func() (*net.UDPConn, error) {
-		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1), unix.BindToDevice(int(fd), "eth0"))
-			})
-			return errors.Join(err, serr)
-		}}
-		pc, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:68")
-		if err != nil {
-			return nil, err
-		}
-		return pc.(*net.UDPConn), nil
-	})
+	conn := clientConn(t, l.name("px"))
 	defer conn.Close()
 	pxe := map[byte][]byte{OptVendorClass: []byte("PXEClient:Arch:00007:UNDI:003016"), OptClientArch: {0, 7}, OptClientGUID: {0, 1, 2, 3, 4}}
 	disc := request(client, Discover, pxe)
@@ -402,4 +376,24 @@ func TestProxyBesideDnsmasq(t *testing.T) {
 	if st := srv.Stats(); st.ProxyOffers == 0 || st.ProxyAcks != 1 || st.Acks != 0 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+// clientConn opens a DHCP client socket (port 68, broadcast, bound to
+// eth0) in namespace ns.
+func clientConn(t *testing.T, ns string) *net.UDPConn {
+	t.Helper()
+	return inNetns(t, ns, func() (*net.UDPConn, error) {
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1), unix.BindToDevice(int(fd), "eth0"))
+			})
+			return errors.Join(err, serr)
+		}}
+		pc, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:68")
+		if err != nil {
+			return nil, err
+		}
+		return pc.(*net.UDPConn), nil
+	})
 }

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/berthhq/berth/internal/netboot/hostdb"
+	"github.com/berthhq/berth/internal/netboot/hostdb/hostdbtest"
 )
 
 // FuzzParse checks that Parse never panics, that every host it returns
@@ -14,16 +14,6 @@ func FuzzParse(f *testing.F) {
 	f.Add(".d:\\\n\t:sa=10.0.0.1:\nh:tc=.d:ha=0200.0000.0001:ip=10.0.0.2:T150=\"x\"\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		hosts, errs := Parse(strings.NewReader(in))
-		for _, h := range hosts {
-			if _, err := hostdb.Normalize(h); err != nil {
-				t.Fatalf("returned an invalid host: %v", err)
-			}
-		}
-		lines := strings.Count(in, "\n") + 2
-		for _, e := range errs {
-			if e.Line < 1 || e.Line > lines {
-				t.Fatalf("error names line %d of a %d-line input: %v", e.Line, lines, e)
-			}
-		}
+		hostdbtest.CheckParse(t, in, hosts, errs)
 	})
 }
