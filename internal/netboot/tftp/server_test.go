@@ -203,7 +203,9 @@ func TestSorcerersApprentice(t *testing.T) {
 	dir := t.TempDir()
 	data := randomBytes(512*200 + 10)
 	writeFile(t, filepath.Join(dir, "f"), data)
-	srv, addr := startServer(t, Config{Root: dir})
+	// A long timeout: on a loaded machine a timeout retransmission would
+	// be a second copy too, and this test is about duplicate ACKs only.
+	srv, addr := startServer(t, Config{Root: dir, Timeout: 30 * time.Second})
 	for _, opts := range [][]string{nil, {"windowsize", "4"}} {
 		c := newTestClient(t, addr)
 		c.dupAcks = true
