@@ -16,7 +16,7 @@ TEST_DEBS := $(sort $(shell sed 's/\#.*//' deps/*.debs))
 UNPACK_DEBS := $(sort $(shell cat deps/*.unpack 2>/dev/null | sed 's/\#.*//'))
 UNPACK_DIR  ?= /var/cache/berth-test/unpacked
 
-.PHONY: build run test test-short deps bench bench-net bench-boot lint docs clean bench-ksm bench-image bench-netboot-tftp bench-netboot-dhcp bench-netboot-pxe bench-ct
+.PHONY: build run test test-short deps bench bench-net bench-boot lint docs clean bench-ksm bench-image bench-netboot-tftp bench-netboot-dhcp bench-netboot-pxe bench-ct bench-vm
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
@@ -96,8 +96,14 @@ bench-netboot-root: deps
 	unshare --net sh -c 'ip link set lo up && bin/rootbench -size 256 -rounds 3'
 
 ## bench: API read throughput and p99 latency beside a bare net/http handler.
-bench: bench-ksm bench-image bench-boot bench-netboot-tftp bench-netboot-dhcp bench-netboot-pxe bench-net bench-ct bench-netboot-root
+bench: bench-ksm bench-image bench-boot bench-netboot-tftp bench-netboot-dhcp bench-netboot-pxe bench-net bench-ct bench-netboot-root bench-vm
 	$(GO) run ./tools/apibench -duration 5s -rounds 3 -concurrency 32
+
+## bench-vm: boot to marker of one busybox ext4 root as a UML guest and a
+## QEMU VM (TCG without /dev/kvm), host memory per idle guest, and a
+## fork/exec loop inside UML beside the host (root; see BENCHMARKS.md).
+bench-vm: deps
+	$(GO) run ./tools/vmbench -rounds 3 -forks 2000
 
 ## bench-ct: containers beside Debian's LXC on the same busybox rootfs:
 ## start latency (median of 50), density and stopall of 500 (root).

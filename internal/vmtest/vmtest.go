@@ -210,7 +210,7 @@ func moduleDepends(path string) ([]string, error) {
 // busyboxApplets are linked into the test root.
 var busyboxApplets = []string{"sh", "mount", "umount", "ip", "ping", "echo", "cat", "ls", "sleep", "poweroff",
 	"halt", "reboot", "sync", "acpid", "insmod", "switch_root", "mkdir", "hostname", "uname", "nc", "grep",
-	"seq", "true", "rm", "cp", "dd", "sed", "mknod", "wc", "head", "tail", "md5sum", "date", "env", "ps", "kill"}
+	"seq", "true", "rm", "cp", "dd", "sed", "mknod", "wc", "head", "tail", "md5sum", "date", "env", "ps", "kill", "cut"}
 
 // rcScript runs at boot in the test root: it prints BootMarker, brings
 // up eth0 from berth.ip=ADDR/LEN and pings berth.host=ADDR, and records
@@ -222,12 +222,13 @@ mount -t devtmpfs dev /dev 2>/dev/null
 mount -t tmpfs tmp /tmp
 mount -o remount,rw /
 echo "` + BootMarker + ` $(uname -r)"
-IP= HOST= WRITE=
+IP= HOST= WRITE= BENCH=
 for x in $(cat /proc/cmdline); do
 	case "$x" in
 	berth.ip=*) IP=${x#berth.ip=} ;;
 	berth.host=*) HOST=${x#berth.host=} ;;
 	berth.write=*) WRITE=${x#berth.write=} ;;
+	berth.bench=*) BENCH=${x#berth.bench=} ;;
 	esac
 done
 if [ -n "$WRITE" ]; then
@@ -254,6 +255,13 @@ for e in /sys/class/input/event*; do
 		echo BERTH-ACPID
 	fi
 done
+if [ -n "$BENCH" ]; then
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	i=0
+	while [ $i -lt $BENCH ]; do /bin/true; i=$((i+1)); done
+	t1=$(cut -d' ' -f1 /proc/uptime)
+	echo "BERTH-BENCH $t0 $t1 END"
+fi
 echo BERTH-READY
 `
 
