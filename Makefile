@@ -16,7 +16,7 @@ TEST_DEBS := $(sort $(shell sed 's/\#.*//' deps/*.debs))
 UNPACK_DEBS := $(sort $(shell cat deps/*.unpack 2>/dev/null | sed 's/\#.*//'))
 UNPACK_DIR  ?= /var/cache/berth-test/unpacked
 
-.PHONY: build run test test-short deps bench bench-net bench-boot lint docs clean bench-ksm bench-image bench-netboot-tftp bench-netboot-dhcp bench-netboot-pxe bench-ct bench-vm
+.PHONY: build run test test-short deps bench bench-net bench-boot lint docs clean bench-ksm bench-image bench-netboot-tftp bench-netboot-root bench-netboot-dhcp bench-netboot-pxe bench-ct bench-vm
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
