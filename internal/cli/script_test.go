@@ -143,6 +143,11 @@ func TestScripts(t *testing.T) {
 			"vmimages": func(ts *testscript.TestScript, neg bool, args []string) {
 				im, err := vmtest.Build(args[0], len(args) > 1 && args[1] == "kernel")
 				ts.Check(err)
+				// A failing script leaves its guests running: kill every
+				// process whose command line names this script's work
+				// directory.
+				work := ts.Getenv("WORK")
+				ts.Defer(func() { vmtest.KillUnder(work) })
 				os.Chmod(im.Root, 0o444)
 				ts.Setenv("ROOTIMG", im.Root)
 				ts.Setenv("KERNEL", im.Kernel.Vmlinuz)

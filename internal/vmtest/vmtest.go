@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -469,4 +470,24 @@ func Build(dir string, withKernel bool) (Images, error) {
 	im.Kernel = k
 	im.Initrd = filepath.Join(dir, "initrd.cpio")
 	return im, Initramfs(k, im.Initrd)
+}
+
+// KillUnder sends SIGKILL to every process whose command line mentions
+// dir: the guests (QEMU, UML kernels, console relays) a failed test left
+// running. dir must be a test's own temporary directory.
+func KillUnder(dir string) {
+	if len(dir) < 8 {
+		return
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte(dir)) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }

@@ -27,6 +27,7 @@ func TestBootTCG(t *testing.T) {
 		t.Skip(why)
 	}
 	dir := t.TempDir()
+	defer vmtest.KillUnder(dir)
 	im, err := vmtest.Build(dir, true)
 	if err != nil {
 		t.Fatal(err)

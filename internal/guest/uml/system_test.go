@@ -65,6 +65,7 @@ func TestTwoGuestsShareBase(t *testing.T) {
 		t.Skip(why)
 	}
 	dir := t.TempDir()
+	defer vmtest.KillUnder(dir)
 	openUp(t, dir)
 	im, err := vmtest.Build(dir, false)
 	if err != nil {
