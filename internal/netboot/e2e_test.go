@@ -342,3 +342,59 @@ func BenchmarkPXEBoot(b *testing.B) {
 	b.ReportMetric(tTFTP.Seconds()/tDns.Seconds(), "tftp/dnsmasq")
 	b.ReportMetric(tHTTP.Seconds()/tDns.Seconds(), "http/dnsmasq")
 }
+
+// TestProxyBoot boots QEMU with iPXE beside another DHCP server: dnsmasq
+// (in its own namespace on the same bridge) hands out the address, berth
+// in ProxyDHCP mode only the boot options (the host's HTTP iPXE script),
+// and the kernel boots to a marker.
+func TestProxyBoot(t *testing.T) {
+	if ok, why := vmtest.Root(); !ok {
+		t.Skip(why)
+	}
+	for _, tool := range []string{"ip", "qemu-system-x86_64", "busybox", "cpio", "dnsmasq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("skipping: %s not installed (make deps installs deps/*.debs)", tool)
+		}
+	}
+	k, err := vmtest.DebianKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t)
+	const marker = "BERTH-PROXY-MARKER"
+	copyFile(t, k.Vmlinuz, filepath.Join(r.root, "vmlinuz"))
+	markerInitramfs(t, filepath.Join(r.root, "marker.cpio"), marker)
+
+	// The network's own DHCP server, another machine on the bridge.
+	dns := r.ns + "-dm"
+	ip(t, "netns", "add", dns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", dns).Run() })
+	ip(t, "-n", r.ns, "link", "add", "dm0", "type", "veth", "peer", "name", "eth0", "netns", dns)
+	ip(t, "-n", r.ns, "link", "set", "dm0", "master", "br0", "up")
+	ip(t, "-n", dns, "addr", "add", "10.78.0.2/24", "dev", "eth0")
+	ip(t, "-n", dns, "link", "set", "eth0", "up")
+	dm := exec.Command("ip", "netns", "exec", dns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+		"--interface=eth0", "--bind-interfaces", "--dhcp-range=10.78.0.160,10.78.0.200,1h",
+		"--dhcp-leasefile="+filepath.Join(t.TempDir(), "leases"), "--pid-file=", "--user=root")
+	if err := dm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dm.Process.Kill(); dm.Wait() })
+
+	const mac = "52:54:00:e2:e0:1c"
+	r.berth("netboot", "host", "add", mac, "--name", "proxied", "--kernel", "vmlinuz", "--initrd", "marker.cpio", "--cmdline", "console=ttyS0 quiet panic=-1")
+	r.berth("netboot", "enable", "--interface", "br0", "--proxy")
+	_, took := r.bootTo("proxy", mac, marker)
+	t.Logf("ProxyDHCP boot to marker: %s", took.Round(100*time.Millisecond))
+	var st wire.NetbootStatus
+	if err := json.Unmarshal([]byte(r.berth("netboot", "status", "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	d, h := st.Services["dhcp"], st.Services["http"]
+	if d["proxy_offers"]+d["proxy_acks"] == 0 || d["offers"] != 0 || d["acks"] != 0 || h["scripts"] != 1 {
+		t.Errorf("counters: dhcp %v http %v (want proxy replies only and one script)", d, h)
+	}
+	if leases := r.berth("netboot", "lease", "list"); strings.Contains(leases, mac) {
+		t.Errorf("berth leased an address in proxy mode:\n%s", leases)
+	}
+}
