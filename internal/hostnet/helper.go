@@ -56,6 +56,9 @@ func ApplyConfig(ctx context.Context, h *netlink.Handle, req HelperRequest, logf
 	if err != nil {
 		return err
 	}
+	if req.Cur == nil {
+		req.Cur = []byte{} // an empty file, not "read it from disk"
+	}
 	cur, err := ifupdown.Load(ifupdown.OS, req.Path, req.Cur)
 	if err != nil {
 		return err

@@ -119,12 +119,20 @@ func read(p string) ([]byte, bool, error) {
 	return b, true, nil
 }
 
-// files reads the active file and the staged one (has: it exists).
+// files reads the active file and the staged one (has: it exists). A
+// missing file reads as empty (non-nil: ifupdown.Load takes nil as "read
+// it from disk").
 func (m *Manager) files() (cur, staged []byte, has bool, err error) {
 	if cur, _, err = read(m.o.Interfaces); err != nil {
 		return nil, nil, false, err
 	}
 	staged, has, err = read(m.stagedPath())
+	if cur == nil {
+		cur = []byte{}
+	}
+	if staged == nil {
+		staged = []byte{}
+	}
 	return cur, staged, has, err
 }
 
@@ -315,7 +323,7 @@ func (m *Manager) Edit(ctx context.Context, digest string, fn func(f *ifupdown.F
 	if err := fn(f); err != nil {
 		return wire.NetworkConfig{}, err
 	}
-	next := f.Bytes()
+	next := append([]byte{}, f.Bytes()...)
 	c, err := ifupdown.Load(ifupdown.OS, m.o.Interfaces, next)
 	if err != nil {
 		return wire.NetworkConfig{}, err

@@ -111,3 +111,36 @@ func TestStaging(t *testing.T) {
 		t.Error("a stage equal to the active file was kept")
 	}
 }
+
+// TestNoFile: a host without /etc/network/interfaces shows an empty
+// configuration and stages a first interface.
+func TestNoFile(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(filepath.Join(dir, "berth.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	path := filepath.Join(dir, "etc", "network", "interfaces")
+	m := New(Options{Interfaces: path, Store: st})
+	ctx := context.Background()
+	nc, err := m.Get(ctx)
+	if err != nil || len(nc.Interfaces) != 0 || nc.Changes {
+		t.Fatalf("Get = %+v, %v", nc, err)
+	}
+	if d, err := m.Diff(ctx); d != "" || err != nil {
+		t.Fatalf("Diff = %q, %v", d, err)
+	}
+	ports := []string{}
+	if _, err := m.Edit(ctx, nc.Digest, EditFunc("vmbr0", wire.NetworkInterfaceSpec{BridgePorts: &ports, Address: []string{"10.1.0.1/24"}}, true)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path + ".new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "auto vmbr0\niface vmbr0 inet static\n\taddress 10.1.0.1/24\n\tbridge-ports none\n\tbridge-stp off\n\tbridge-fd 0\n"
+	if string(b) != want {
+		t.Errorf("staged:\n%s\nwant:\n%s", b, want)
+	}
+}
