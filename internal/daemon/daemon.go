@@ -168,8 +168,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	sv.Netboot = nb
 	defer nb.Close()
-	if err := nb.Start(ctx); err != nil {
-		log.Error("netboot not serving", "err", err)
+	if err := nb.StartRetrying(ctx, 3*time.Second); err != nil {
+		log.Error("netboot not serving yet (retrying every 3 s)", "err", err)
 	}
 	srv, err := api.NewServer(log, au, o.Version, sv.Routes())
 	if err != nil {

@@ -455,6 +455,50 @@ func (s *Service) start(cfg wire.NetbootConfig) (err error) {
 	return nil
 }
 
+// StartRetrying is Start for the daemon: when the configuration is
+// enabled but cannot be served yet (a bridge that comes up later in the
+// host's boot), it tries again every interval in the background until it
+// serves, the configuration is disabled, or ctx ends. The first error is
+// returned for the log; `netboot status` shows the latest.
+func (s *Service) StartRetrying(ctx context.Context, every time.Duration) error {
+	err := s.Start(ctx)
+	if err == nil {
+		return nil
+	}
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			s.mu.Lock()
+			running := s.running
+			s.mu.Unlock()
+			if running {
+				return
+			}
+			cfg, cerr := s.Config(ctx)
+			if cerr != nil || !cfg.Enabled {
+				if cerr == nil {
+					s.mu.Lock()
+					s.lastErr = ""
+					s.mu.Unlock()
+					return
+				}
+				continue
+			}
+			if err := s.Start(ctx); err == nil {
+				s.log.Info("netboot serving after retry")
+				return
+			}
+		}
+	}()
+	return err
+}
+
 // Stop stops serving and waits for the servers to end.
 func (s *Service) Stop() {
 	s.mu.Lock()
