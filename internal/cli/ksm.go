@@ -28,8 +28,13 @@ opt out with the guest option ksm=0.`,
 	return c
 }
 
+// mib shows pages as MiB, or GiB from 1 GiB up.
 func mib(pages uint64) string {
-	return fmt.Sprintf("%.1f MiB", float64(pages*uint64(os.Getpagesize()))/(1<<20))
+	b := float64(pages * uint64(os.Getpagesize()))
+	if b >= 1<<30 {
+		return fmt.Sprintf("%.2f GiB", b/(1<<30))
+	}
+	return fmt.Sprintf("%.1f MiB", b/(1<<20))
 }
 
 func (e *env) ksmStatus() *cobra.Command {

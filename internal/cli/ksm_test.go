@@ -23,14 +23,15 @@ func TestKSMScript(t *testing.T) {
 	if !ksm.SysfsUnder("").Supported() {
 		t.Skip("this kernel has no KSM (/sys/kernel/mm/ksm)")
 	}
-	if pid, name := ksmtest.ForeignTuner(); pid != 0 {
-		t.Fatalf("%s (pid %d) runs on this host and would change KSM under the test: stop it", name, pid)
-	}
+	// Lock first: a benchmark holding the lock may be running ksmtuned.
 	unlock, err := ksmtest.Lock()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(unlock)
+	if pid, name := ksmtest.ForeignTuner(); pid != 0 {
+		t.Fatalf("%s (pid %d) runs on this host and would change KSM under the test: stop it", name, pid)
+	}
 	restore, err := ksmtest.Save(ksm.DefaultDir)
 	if err != nil {
 		t.Fatal(err)

@@ -32,12 +32,14 @@ func hostKSM(t *testing.T) ksm.Sysfs {
 	if !s.Supported() {
 		t.Skip("this kernel has no KSM (/sys/kernel/mm/ksm)")
 	}
-	if pid, name := ksmtest.ForeignTuner(); pid != 0 {
-		t.Fatalf("%s (pid %d) runs on this host and would change KSM under the test: stop it (systemctl disable --now ksmtuned)", name, pid)
-	}
+	// Lock first: a benchmark holding the lock may be running ksmtuned.
 	unlock, err := ksmtest.Lock()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if pid, name := ksmtest.ForeignTuner(); pid != 0 {
+		unlock()
+		t.Fatalf("%s (pid %d) runs on this host and would change KSM under the test: stop it (systemctl disable --now ksmtuned)", name, pid)
 	}
 	restore, err := ksmtest.Save(s.Dir)
 	if err != nil {

@@ -44,6 +44,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -128,9 +129,6 @@ func run(ctx context.Context, procs, mib int, window time.Duration, rounds, coef
 	if _, err := os.Stat(ksmtunedPath); err != nil {
 		return fmt.Errorf("%s: %w (install the ksmtuned package: make deps)", ksmtunedPath, err)
 	}
-	if pid, name := ksmtest.ForeignTuner(); pid != 0 {
-		return fmt.Errorf("%s (pid %d) already runs and would fight the benchmark: systemctl disable --now ksmtuned", name, pid)
-	}
 	if err := checkKsmtunedConf(); err != nil {
 		return err
 	}
@@ -139,6 +137,9 @@ func run(ctx context.Context, procs, mib int, window time.Duration, rounds, coef
 		return err
 	}
 	defer unlock()
+	if pid, name := ksmtest.ForeignTuner(); pid != 0 {
+		return fmt.Errorf("%s (pid %d) already runs and would fight the benchmark: systemctl disable --now ksmtuned", name, pid)
+	}
 	restore, err := ksmtest.Save(sys.Dir)
 	if err != nil {
 		return err
@@ -352,6 +353,9 @@ func median(ds []time.Duration) time.Duration {
 		return 0
 	}
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	if len(ds)%2 == 0 {
+		return ds[len(ds)/2-1]/2 + ds[len(ds)/2]/2
+	}
 	return ds[len(ds)/2]
 }
 
@@ -381,7 +385,7 @@ func report(w io.Writer, rs []result) {
 	never := time.Duration(1<<62 - 1)
 	t90 := ratio(median(b[0]), median(k[0]))
 	cpu90 := ratio(median(b[1]), median(k[1]))
-	if median(b[0]) == never || median(k[0]) == never {
+	if slices.Contains(b[0], never) || slices.Contains(k[0], never) {
 		t90, cpu90 = "- (a tuner never reached 90% within the window: lengthen -window)", "-"
 	}
 	fmt.Fprintln(w)
