@@ -261,3 +261,19 @@ func TestApplyMissingNIC(t *testing.T) {
 		t.Fatalf("err=%v\n%s", err, out)
 	}
 }
+
+// TestApplyMACLearningNetns: bridge-disable-mac-learning turns learning
+// off on the bridge's ports.
+func TestApplyMACLearningNetns(t *testing.T) {
+	n := newNS(t)
+	n.nic("eno1")
+	cfg := "auto vmbr0\niface vmbr0 inet manual\n\tbridge-ports eno1\n\tbridge-stp off\n\tbridge-fd 0\n\tbridge-disable-mac-learning 1\n"
+	n.mustApply(t.TempDir(), cfg, "")
+	out, err := exec.Command("bridge", "-n", n.Name, "-d", "link", "show", "dev", "eno1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("bridge link: %v %s", err, out)
+	}
+	if !strings.Contains(string(out), "learning off") {
+		t.Errorf("MAC learning still on:\n%s", out)
+	}
+}
