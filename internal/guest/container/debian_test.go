@@ -3,6 +3,7 @@ package container_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,7 +37,7 @@ func TestDebianImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	imagetest.Debian(t, imgs, "bookworm")
+	debianMinbase(t, imgs, "bookworm")
 	self, _ := os.Executable()
 	d, err := container.New(container.Options{DataDir: dir, Store: st, Images: imgs, Self: self})
 	if err != nil {
@@ -63,5 +64,37 @@ func TestDebianImage(t *testing.T) {
 	}
 	if s := e.status(g); s != api.GuestStopped {
 		t.Errorf("status %s after shutdown", s)
+	}
+}
+
+// debianMinbase imports a bookworm minbase image, from a tarball cached in
+// imagetest.ImageCache when there is one, else built with debootstrap
+// (packages cached too) and then cached, so reruns take seconds.
+func debianMinbase(t *testing.T, imgs *image.Store, name string) {
+	t.Helper()
+	cached := filepath.Join(imagetest.ImageCache, "debian-bookworm-minbase.tar.gz")
+	if _, err := os.Stat(cached); err == nil {
+		if _, err := imgs.Import(context.Background(), name, cached, imagetest.Logger{T: t}); err == nil {
+			return
+		}
+		t.Logf("cached image %s unusable: rebuilding", cached)
+		imgs.Remove(context.Background(), name)
+	}
+	imagetest.Debian(t, imgs, name)
+	root, err := imgs.RootFS(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(imagetest.ImageCache, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := cached + ".tmp"
+	if out, err := exec.Command("tar", "-czpf", tmp, "--numeric-owner", "-C", root, ".").CombinedOutput(); err != nil {
+		os.Remove(tmp)
+		t.Logf("caching the image failed (next run rebuilds): %v %s", err, out)
+		return
+	}
+	if err := os.Rename(tmp, cached); err != nil {
+		t.Log(err)
 	}
 }

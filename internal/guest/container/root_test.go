@@ -240,3 +240,31 @@ func BenchmarkStartExecStop(b *testing.B) {
 	b.ReportMetric(float64(tExec.Microseconds())/float64(b.N)/1000, "exec-ms")
 	b.ReportMetric(float64(tStop.Microseconds())/float64(b.N)/1000, "stop-ms")
 }
+
+// TestStartFailureCleansUp: a start that fails inside the helper (no such
+// init) reports the cause and leaves no cgroup, pidfile or process.
+func TestStartFailureCleansUp(t *testing.T) {
+	e := newEnv(t)
+	g := e.create(140, map[string]string{"init": "/sbin/no-such-init"})
+	err := e.d.Start(context.Background(), g, cttest.Logger{T: t})
+	if err == nil || !strings.Contains(err.Error(), "no-such-init") {
+		t.Fatalf("Start = %v, want an error naming the missing init", err)
+	}
+	if s := e.status(g); s != api.GuestStopped {
+		t.Errorf("status %s after a failed start", s)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "containers/140/init.pid")); err == nil {
+		t.Error("pidfile left after a failed start")
+	}
+	for _, c := range []string{"memory", "pids", "cpu", "freezer"} {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", c, "berth/140")); err == nil {
+			t.Errorf("cgroup %s/berth/140 left after a failed start", c)
+		}
+	}
+	// The container still starts once the cause is fixed.
+	g.Config["init"] = "/sbin/init"
+	e.start(g)
+	if s := e.status(g); s != api.GuestRunning {
+		t.Errorf("status %s after fixing the init", s)
+	}
+}
