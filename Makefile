@@ -103,7 +103,7 @@ bench: bench-ksm bench-image bench-boot bench-netboot-tftp bench-netboot-dhcp be
 ## QEMU VM (TCG without /dev/kvm), host memory per idle guest, and a
 ## fork/exec loop inside UML beside the host (root; see BENCHMARKS.md).
 bench-vm: deps
-	$(GO) run ./tools/vmbench -rounds 3 -forks 2000
+	$(GO) run ./tools/vmbench -rounds 2 -forks 100
 
 ## bench-ct: containers beside Debian's LXC on the same busybox rootfs:
 ## start latency (median of 50), density and stopall of 500 (root).

@@ -33,8 +33,8 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == uml.RelayCommand {
 		os.Exit(uml.RelayMain(os.Args[2:], os.Stderr))
 	}
-	rounds := flag.Int("rounds", 3, "boots per guest kind")
-	loops := flag.Int("forks", 2000, "fork/exec iterations of the syscall-heavy loop")
+	rounds := flag.Int("rounds", 2, "boots per guest kind")
+	loops := flag.Int("forks", 100, "fork/exec iterations of the syscall-heavy loop")
 	flag.Parse()
 	if err := run(*rounds, *loops); err != nil {
 		fmt.Fprintln(os.Stderr, "vmbench:", err)
@@ -131,7 +131,7 @@ func bootUML(ctx context.Context, d *uml.Driver, g api.Guest) (time.Duration, in
 		return 0, 0, "", err
 	}
 	boot := time.Since(t0)
-	out, err := vmtest.WaitFor(d.ConsoleLog(g.ID), 5*time.Minute, []string{"Kernel panic"}, "BERTH-READY")
+	out, err := vmtest.WaitFor(d.ConsoleLog(g.ID), 10*time.Minute, []string{"Kernel panic"}, "BERTH-READY")
 	if err != nil {
 		return 0, 0, "", err
 	}

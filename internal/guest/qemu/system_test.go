@@ -3,6 +3,8 @@ package qemu
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,6 +71,17 @@ func TestBootTCG(t *testing.T) {
 	}
 	if want := map[bool]string{true: "kvm", false: "tcg"}[d.useKVM()]; vs.Accelerator != want {
 		t.Errorf("accelerator = %q, want %q", vs.Accelerator, want)
+	}
+	// The VNC display answers on its unix socket with the RFB greeting.
+	if c, err := net.Dial("unix", vs.VNC); err != nil {
+		t.Errorf("VNC socket: %v", err)
+	} else {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 12)
+		if _, err := io.ReadFull(c, buf); err != nil || !strings.HasPrefix(string(buf), "RFB 003.") {
+			t.Errorf("VNC greeting %q, %v", buf, err)
+		}
+		c.Close()
 	}
 	// A fresh driver (as after a daemon restart) adopts the running VM.
 	d2 := New(d.Root, nil)
