@@ -235,4 +235,3 @@ func medianInt(xs []int64) int64 {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2]
 }
-
