@@ -52,7 +52,7 @@ func RunInit(sockFD int) error {
 		err = setup(spec, rootFD)
 	}
 	if err == nil {
-		err = execInit(spec)
+		err = execInit(spec, sockFD)
 	}
 	report(sockFD, err)
 	return err
@@ -279,7 +279,7 @@ func lookPath(file string, env []string) (string, error) {
 // DefaultEnv is the environment of init and of exec'd commands.
 var DefaultEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=linux", "container=berth", "HOME=/root"}
 
-func execInit(spec Spec) error {
+func execInit(spec Spec, sockFD int) error {
 	argv := spec.Init
 	if len(argv) == 0 {
 		argv = []string{"/sbin/init"}
@@ -292,6 +292,10 @@ func execInit(spec Spec) error {
 		if err := Confine(); err != nil {
 			return err
 		}
+		// No exec closes the socket here: close it (and the binary's
+		// descriptor) so the daemon sees init running.
+		unix.Close(sockFD)
+		unix.Close(sockFD + 1)
 		MiniInit()
 	}
 	if err != nil {
