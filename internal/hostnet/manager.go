@@ -525,7 +525,17 @@ func (m *Manager) arm(d time.Duration) {
 		m.timer.Stop()
 	}
 	m.timer = time.AfterFunc(max(d, 0), func() {
-		if _, err := m.Rollback("rollback-after expired"); err != nil {
+		_, err := m.Rollback("rollback-after expired")
+		var busy *conflict
+		switch {
+		case errors.As(err, &busy):
+			// The deadline passed while the apply task was still
+			// finishing (a slow apply on a loaded host): try again
+			// shortly instead of leaving the change pending forever.
+			m.mu.Lock()
+			m.arm(time.Second)
+			m.mu.Unlock()
+		case err != nil:
 			m.o.Log.Error("network rollback", "err", err)
 		}
 	})
