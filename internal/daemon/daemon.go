@@ -21,6 +21,7 @@ import (
 
 	wire "github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/api"
+	"github.com/berthhq/berth/internal/atomicfile"
 	"github.com/berthhq/berth/internal/auth"
 	"github.com/berthhq/berth/internal/certs"
 	"github.com/berthhq/berth/internal/guest"
@@ -338,7 +339,7 @@ func ensureCerts(ctx context.Context, st store.Store, dataDir, name string, log 
 		return ca, cert, err
 	}
 	for file, data := range map[string][]byte{"berth-root-ca.pem": ca.CertPEM, "berth-ssl.pem": cert.CertPEM} {
-		if err := writeAtomic(filepath.Join(pki, file), data, 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(pki, file), data, 0o644); err != nil {
 			return ca, cert, err
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	wire "github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/atomicfile"
 	"github.com/berthhq/berth/internal/ifupdown"
 	"github.com/berthhq/berth/internal/store"
 	"github.com/berthhq/berth/internal/task"
@@ -139,38 +140,10 @@ func (m *Manager) files() (cur, staged []byte, has bool, err error) {
 // WriteAtomic writes a file through a temporary file, fsync and rename,
 // so that a crash leaves the old or the new content, never a mix.
 func WriteAtomic(p string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(p)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), p); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFile(p, data, mode)
 }
 
 // handle opens netlink in the managed namespace without switching any

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	wire "github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/atomicfile"
 	"github.com/berthhq/berth/internal/netboot/dhcp"
 	"github.com/berthhq/berth/internal/netboot/diskless"
 	"github.com/berthhq/berth/internal/netboot/hostdb"
@@ -716,34 +717,10 @@ func (s *Service) provideLoaders(root string, cfg wire.NetbootConfig) {
 		if err != nil {
 			continue
 		}
-		if err := writeAtomic(dst, data); err != nil {
+		if err := atomicfile.WriteFile(dst, data, 0o644); err != nil {
 			s.log.Warn("netboot: cannot provide loader", "file", dst, "err", err)
 			continue
 		}
 		s.log.Info("netboot: loader copied into the boot root", "file", dst, "from", dir)
 	}
-}
-
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

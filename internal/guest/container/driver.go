@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/atomicfile"
 	"github.com/berthhq/berth/internal/cgroup"
 	"github.com/berthhq/berth/internal/ctinit"
 	"github.com/berthhq/berth/internal/guest"
@@ -489,7 +490,7 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	rs := runtimeState{PID: pid, StartTime: st, HaltSignal: int(haltSignal(lower, d.upper(id), s.Init)),
 		Privileged: s.Privileged, Started: time.Now().Unix()}
 	b, _ := json.Marshal(rs)
-	if err := writeAtomic(d.pidFile(id), b); err != nil {
+	if err := atomicfile.WriteFile(d.pidFile(id), b, 0o600); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -725,30 +726,6 @@ func (d *Driver) Destroy(ctx context.Context, cfg api.Guest, log guest.Logger) e
 	}
 	if log != nil {
 		log.Printf("removed container %d's layer %s", cfg.ID, d.gdir(cfg.ID))
-	}
-	return nil
-}
-
-// writeAtomic writes data to path through a synced temporary file and a
-// rename.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/atomicfile"
 	"github.com/berthhq/berth/internal/guest"
 	"github.com/berthhq/berth/internal/image"
 	"github.com/berthhq/berth/internal/store"
@@ -170,7 +171,7 @@ func (d *Driver) Snapshot(ctx context.Context, cfg api.Guest, name, description 
 		return err
 	}
 	b, _ := json.Marshal(snapMeta{Name: name, Description: description, Created: time.Now().Unix()})
-	if err := writeAtomic(filepath.Join(tmp, "meta.json"), b); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(tmp, "meta.json"), b, 0o600); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, final); err != nil {

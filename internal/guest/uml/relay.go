@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berthhq/berth/internal/atomicfile"
 )
 
 // RelayCommand is the hidden berth subcommand that runs RelayMain.
@@ -95,7 +97,7 @@ func relay(args []string) error {
 		return err
 	}
 	slave.Close()
-	if err := writeAtomic(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n")); err != nil {
+	if err := atomicfile.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
 		cmd.Process.Kill()
 		return err
 	}
@@ -162,7 +164,7 @@ func relay(args []string) error {
 	if err != nil {
 		status = err.Error()
 	}
-	writeAtomic(exitFile, []byte(status+"\n"))
+	atomicfile.WriteFile(exitFile, []byte(status+"\n"), 0o644)
 	os.Remove(pidFile)
 	master.Close()
 	<-done
@@ -207,25 +209,4 @@ func openPTY() (master, slave *os.File, err error) {
 		unix.IoctlSetTermios(int(s.Fd()), unix.TCSETS, t)
 	}
 	return m, s, nil
-}
-
-// writeAtomic writes a small file through a temporary file and rename.
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
