@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,19 +23,29 @@ func (c *Client) GuestConsole(ctx context.Context, kind api.GuestKind, id int) (
 	if err != nil {
 		return nil, err
 	}
+	return c.upgradeConn(req, api.ConsoleUpgrade, "console")
+}
+
+// upgradeConn sends req as an HTTP/1.1 connection upgrade to protocol proto,
+// authenticated like every other request, and returns the raw connection.
+// what names the stream in errors.
+func (c *Client) upgradeConn(req *http.Request, proto, what string) (io.ReadWriteCloser, error) {
 	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", api.ConsoleUpgrade)
-	if c.token != "" {
+	req.Header.Set("Upgrade", proto)
+	switch {
+	case c.token != "":
 		req.Header.Set("Authorization", "Bearer "+c.token)
-	} else if c.ticket != "" {
+	case c.ticket != "":
 		req.AddCookie(&http.Cookie{Name: "BerthAuthCookie", Value: c.ticket})
 		req.Header.Set("CSRFPreventionToken", c.csrf)
 	}
 	hc := c.hc
 	if tr, ok := c.hc.Transport.(*http.Transport); ok && tr.TLSClientConfig != nil {
+		// HTTP/2 has no connection upgrade: use HTTP/1.1 for streams.
 		t := tr.Clone()
 		t.ForceAttemptHTTP2 = false
 		t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		t.TLSClientConfig.NextProtos = []string{"http/1.1"}
 		hc = &http.Client{Transport: t}
 	}
 	resp, err := hc.Do(req)
@@ -48,12 +57,12 @@ func (c *Client) GuestConsole(ctx context.Context, kind api.GuestKind, id int) (
 		if err := checkStatus(resp); err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("console: the daemon answered %s instead of switching protocols", resp.Status)
+		return nil, fmt.Errorf("%s: the daemon answered %s instead of switching protocols", what, resp.Status)
 	}
 	conn, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok {
 		resp.Body.Close()
-		return nil, errors.New("console: upgraded connection is not writable")
+		return nil, fmt.Errorf("%s: upgraded connection is not writable", what)
 	}
 	return conn, nil
 }

@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -62,44 +61,10 @@ func (c *Client) upgrade(ctx context.Context, path string, body any) (io.ReadWri
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", api.ExecUpgrade)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	switch {
-	case c.token != "":
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	case c.ticket != "":
-		req.AddCookie(&http.Cookie{Name: "BerthAuthCookie", Value: c.ticket})
-		req.Header.Set("CSRFPreventionToken", c.csrf)
-	}
-	hc := c.hc
-	if tr, ok := c.hc.Transport.(*http.Transport); ok && tr.TLSClientConfig != nil {
-		// HTTP/2 has no connection upgrade: use HTTP/1.1 for streams.
-		t := tr.Clone()
-		t.ForceAttemptHTTP2 = false
-		t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-		t.TLSClientConfig.NextProtos = []string{"http/1.1"}
-		hc = &http.Client{Transport: t}
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach the berth daemon: %w", err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		defer resp.Body.Close()
-		if err := checkStatus(resp); err != nil {
-			return nil, err
-		}
-		return nil, fmt.Errorf("exec: the daemon answered %s instead of switching protocols", resp.Status)
-	}
-	conn, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok {
-		resp.Body.Close()
-		return nil, errors.New("exec: upgraded connection is not writable")
-	}
-	return conn, nil
+	return c.upgradeConn(req, api.ExecUpgrade, "exec")
 }
 
 // runStream pumps s through the framed connection until the exit frame.
