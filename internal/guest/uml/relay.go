@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -63,6 +64,10 @@ func relay(args []string) error {
 		return err
 	}
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	// SIGTERM ends the guest (berth sends it when a boot fails, maybe
+	// before uml.pid names the kernel); the relay exits after it.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
 	master, slave, err := openPTY()
 	if err != nil {
 		return err
@@ -85,6 +90,9 @@ func relay(args []string) error {
 	defer ln.Close()
 	os.Chmod(consoleSock, 0o600)
 
+	// A panicking UML kernel aborts: no core file of the guest's whole
+	// memory in its directory (or the host's crash collector).
+	unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{})
 	cmd := exec.Command(args[3], args[4:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR=/tmp"}
@@ -97,6 +105,10 @@ func relay(args []string) error {
 		return err
 	}
 	slave.Close()
+	go func() {
+		<-term
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}()
 	if err := atomicfile.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
 		cmd.Process.Kill()
 		return err
@@ -164,6 +176,7 @@ func relay(args []string) error {
 	if err != nil {
 		status = err.Error()
 	}
+	reapGroup(cmd.Process.Pid)
 	atomicfile.WriteFile(exitFile, []byte(status+"\n"), 0o644)
 	os.Remove(pidFile)
 	master.Close()
@@ -209,4 +222,19 @@ func openPTY() (master, slave *os.File, err error) {
 		unix.IoctlSetTermios(int(s.Fd()), unix.TCSETS, t)
 	}
 	return m, s, nil
+}
+
+// reapGroup ends what is left of the kernel's process group (it leads
+// its session): UML's helper processes, which share its open files and
+// so its locks on the disk images, die with the kernel but not at once.
+// It waits up to 5 seconds, so that once the relay has exited nothing of
+// the guest holds an image.
+func reapGroup(pgid int) {
+	syscall.Kill(-pgid, syscall.SIGKILL)
+	for range 100 {
+		if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -54,6 +54,36 @@ func openUp(t *testing.T, dir string) {
 	}
 }
 
+// sharedBase skips unless root tests are enabled, and builds the test
+// root as a read-only base image in a test directory the unprivileged UML
+// user can reach; guests left running in it are killed at the end.
+func sharedBase(t *testing.T) (string, vmtest.Images) {
+	if ok, why := vmtest.Root(); !ok {
+		t.Skip(why)
+	}
+	dir := t.TempDir()
+	t.Cleanup(func() { vmtest.KillUnder(dir) })
+	openUp(t, dir)
+	im, err := vmtest.Build(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(im.Root, 0o444)
+	return dir, im
+}
+
+// testBridge makes a bridge named prefix<pid> with host address addr for
+// the test's duration.
+func testBridge(t *testing.T, prefix, addr string) string {
+	br := fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)
+	del, err := vmtest.Bridge(br, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(del)
+	return br
+}
+
 // TestTwoGuestsShareBase boots two UML guests as the unprivileged
 // berth-uml user from one read-only base image through their own COW
 // files: each sees only its own writes, the base stays untouched, the
@@ -61,25 +91,10 @@ func openUp(t *testing.T, dir string) {
 // down cleanly through mconsole, and the first's COW file is committed
 // into a new base with uml_moo.
 func TestTwoGuestsShareBase(t *testing.T) {
-	if ok, why := vmtest.Root(); !ok {
-		t.Skip(why)
-	}
-	dir := t.TempDir()
-	defer vmtest.KillUnder(dir)
-	openUp(t, dir)
-	im, err := vmtest.Build(dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(im.Root, 0o444)
+	dir, im := sharedBase(t)
 	baseSum := sum(t, im.Root)
 	baseStat, _ := os.Stat(im.Root)
-	br := fmt.Sprintf("btu%d", os.Getpid()%100000)
-	delBr, err := vmtest.Bridge(br, "10.231.8.1/24")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer delBr()
+	br := testBridge(t, "btu", "10.231.8.1/24")
 	d := testDriver(t, filepath.Join(dir, "uml"))
 	ctx := context.Background()
 	a := api.Guest{ID: 4301, Kind: api.GuestUML, Config: map[string]string{"memory": "96", "disk0": im.Root + ",cow",

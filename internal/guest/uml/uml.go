@@ -50,6 +50,10 @@ type Driver struct {
 	Net         tap.Net
 	Proc        hostproc.Proc
 	Log         *slog.Logger
+
+	// bootArgs, when set, rewrites the kernel arguments of boot attempt
+	// N (from 1): tests make an attempt fail for a real reason.
+	bootArgs func(attempt int, args []string) []string
 }
 
 // DefaultUser is the system user UML guests run as.
@@ -305,22 +309,44 @@ func reachable(path string, uid, gid int, write bool) error {
 	return nil
 }
 
-// bootFailures are console lines of a boot that went wrong early; the
-// first group is the transient kind seen under heavy host load (a crypto
-// self-test timing out, after which the root disk fails to open) that a
-// second attempt usually survives.
+// A boot fails when, before the root file system is mounted, the kernel
+// exits, its console shows a panic, or BootTimeout passes. Under heavy
+// host load this happens to boots that succeed the next time (a crypto
+// self-test times out, then the root disk fails to open and the kernel
+// panics: "VFS: Unable to mount root fs"), so Start tries twice.
 var (
-	transientFailures = []string{"alg: self-tests", "self-test failed", "Failed to open '", "Couldn't open", "VFS: Cannot open root device"}
-	fatalFailures     = []string{"Kernel panic", "mtime mismatch", "Backing file", "Failed to get host"}
-	bootDone          = []string{"VFS: Mounted root", "Run /sbin/init", "Freeing unused kernel"}
+	// panicLine marks a kernel that gave up; UML aborts right after.
+	panicLine = "Kernel panic"
+	// noRetry are causes a second attempt cannot cure: the COW file no
+	// longer matches its base image.
+	noRetry = []string{"mtime mismatch", "Backing file mismatch", "size mismatch"}
+	// bootDone are console lines of a kernel that mounted its root, for
+	// guests whose mconsole is slow to answer.
+	bootDone = []string{"VFS: Mounted root", "Run /sbin/init"}
 )
 
-// errTransient marks a failed boot worth one retry.
-var errTransient = errors.New("transient boot failure")
+// bootAttempts is how often Start boots a guest whose boot fails.
+const bootAttempts = 2
 
-// Start boots the guest and waits until its root file system is mounted;
-// a boot that fails early is reported with the console's last lines and
-// retried once. On failure nothing is left running.
+// bootError is a boot that failed before the guest came up.
+type bootError struct {
+	id int
+	// reason says what gave the failure away.
+	reason string
+	// console is the part of the console that explains it.
+	console string
+	retry   bool
+}
+
+func (e *bootError) Error() string {
+	return fmt.Sprintf("UML guest %d failed to boot: %s; its console:\n%s", e.id, e.reason, e.console)
+}
+
+// Start boots the guest and waits until its root file system is mounted.
+// A boot that fails before that is reported in the task log with the
+// console lines that explain it, cleaned up (kernel, relay, taps,
+// sockets, the COW files it made) and tried once more. On failure
+// nothing is left running.
 func (d *Driver) Start(ctx context.Context, cfg api.Guest, log guest.Logger) error {
 	s, err := d.spec(cfg)
 	if err != nil {
@@ -332,15 +358,30 @@ func (d *Driver) Start(ctx context.Context, cfg api.Guest, log guest.Logger) err
 	if err := d.preflight(cfg.ID, s); err != nil {
 		return err
 	}
-	err = d.boot(ctx, cfg.ID, s, log)
-	if errors.Is(err, errTransient) {
-		log.Printf("boot failed early (%v): retrying once", err)
-		err = d.boot(ctx, cfg.ID, s, log)
+	var reasons []string
+	for attempt := 1; ; attempt++ {
+		err := d.boot(ctx, cfg.ID, s, attempt, log)
+		var be *bootError
+		if !errors.As(err, &be) {
+			return err
+		}
+		reasons = append(reasons, fmt.Sprintf("attempt %d: %s", attempt, be.reason))
+		if attempt == bootAttempts || !be.retry {
+			if attempt == 1 {
+				return err
+			}
+			return fmt.Errorf("UML guest %d failed to boot %d times (%s); the console of the last attempt:\n%s\n"+
+				"nothing was left running; check the host's load and the guest's disks, then start it again",
+				cfg.ID, attempt, strings.Join(reasons, "; "), be.console)
+		}
+		log.Printf("boot attempt %d of %d failed: %s; the console:\n%s", attempt, bootAttempts, be.reason, be.console)
+		log.Printf("removed the failed boot's kernel, taps, sockets and new COW files; booting again")
 	}
-	return err
 }
 
-func (d *Driver) boot(ctx context.Context, id int, s Spec, log guest.Logger) (err error) {
+// boot makes one attempt to boot the guest; on failure it leaves nothing
+// behind.
+func (d *Driver) boot(ctx context.Context, id int, s Spec, attempt int, log guest.Logger) (err error) {
 	dir := d.dir(id)
 	d.cleanup(context.WithoutCancel(ctx), id, s)
 	var fresh []string
@@ -349,14 +390,26 @@ func (d *Driver) boot(ctx context.Context, id int, s Spec, log guest.Logger) (er
 			fresh = append(fresh, d.cowPath(id, dk))
 		}
 	}
+	var relay *exec.Cmd
+	var relayDone chan struct{}
 	defer func() {
-		if err != nil {
-			d.kill(context.WithoutCancel(ctx), id)
-			d.cleanup(context.WithoutCancel(ctx), id, s)
-			// A COW file the failed boot made may be half-written.
-			for _, f := range fresh {
-				os.Remove(f)
+		if err == nil {
+			return
+		}
+		if relay != nil {
+			// The relay ends the kernel and its helpers, even one it
+			// has not yet named in uml.pid, and exits after them.
+			relay.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-relayDone:
+			case <-time.After(15 * time.Second):
 			}
+		}
+		d.kill(context.WithoutCancel(ctx), id)
+		d.cleanup(context.WithoutCancel(ctx), id, s)
+		// A COW file the failed boot made may be half-written.
+		for _, f := range fresh {
+			os.Remove(f)
 		}
 	}()
 	uid, gid, account, why := d.account(ctx, s)
@@ -384,8 +437,12 @@ func (d *Driver) boot(ctx context.Context, id int, s Spec, log guest.Logger) (er
 	if len(d.Helper) == 0 {
 		return errors.New("no console relay helper configured")
 	}
+	kargs := Args(id, s)
+	if d.bootArgs != nil {
+		kargs = d.bootArgs(attempt, kargs)
+	}
 	args := append(append([]string{}, d.Helper[1:]...), dir, strconv.Itoa(uid), strconv.Itoa(gid), s.Kernel)
-	args = append(args, Args(id, s)...)
+	args = append(args, kargs...)
 	cmd := exec.Command(d.Helper[0], args...)
 	cmd.Args[0] = "berth"
 	cmd.Dir = dir
@@ -398,65 +455,100 @@ func (d *Driver) boot(ctx context.Context, id int, s Spec, log guest.Logger) (er
 	// The relay gets its own session so that it, and the guest, outlive
 	// the daemon.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// The last attempt's console must not pass for this one's.
+	os.Remove(d.ConsoleLog(id))
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start console relay: %w", err)
 	}
-	relayDone := make(chan struct{})
+	relay, relayDone = cmd, make(chan struct{})
 	go func() { cmd.Wait(); close(relayDone) }()
 	log.Printf("UML kernel %s, %d MiB, %d disks", s.Kernel, s.MemoryMiB, len(s.Disks))
-	return d.waitBoot(ctx, id, s, relayDone, log)
+	return d.waitBoot(ctx, id, relayDone, log)
 }
 
-// waitBoot watches the console until the root file system is mounted.
-func (d *Driver) waitBoot(ctx context.Context, id int, s Spec, relayDone <-chan struct{}, log guest.Logger) error {
-	deadline := time.After(d.BootTimeout)
-	tick := time.NewTicker(100 * time.Millisecond)
+// waitBoot waits until the guest's root file system is mounted, which
+// mconsole tells whatever the console shows, or the boot fails.
+func (d *Driver) waitBoot(ctx context.Context, id int, relayDone <-chan struct{}, log guest.Logger) error {
+	deadline := time.NewTimer(d.BootTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	quiet := strings.Contains(" "+s.Append+" ", " quiet ") || s.Console != "fd"
-	var mountedAt time.Time
+	failed := func(reason string) error {
+		b, _ := os.ReadFile(d.ConsoleLog(id))
+		text := strings.ReplaceAll(string(b), "\r", "")
+		e := &bootError{id: id, reason: reason, console: excerpt(text, 20), retry: true}
+		for _, m := range noRetry {
+			if strings.Contains(text, m) {
+				e.retry = false
+				e.reason += fmt.Sprintf(" (%q: another attempt cannot help)", m)
+			}
+		}
+		return e
+	}
 	for {
 		b, _ := os.ReadFile(d.ConsoleLog(id))
 		text := string(b)
-		for _, f := range fatalFailures {
-			if strings.Contains(text, f) {
-				return fmt.Errorf("UML guest %d failed to boot (%q on its console):\n%s", id, f, tail(text, 15))
-			}
+		if strings.Contains(text, panicLine) {
+			return failed("the kernel panicked")
 		}
-		for _, f := range transientFailures {
-			if strings.Contains(text, f) {
-				return fmt.Errorf("UML guest %d failed to boot (%q on its console):\n%s: %w", id, f, tail(text, 15), errTransient)
-			}
+		up := false
+		for _, m := range bootDone {
+			up = up || strings.Contains(text, m)
 		}
-		pid := d.pid(id)
-		if pid != 0 {
-			done := false
-			for _, m := range bootDone {
-				done = done || strings.Contains(text, m)
-			}
-			if quiet && mountedAt.IsZero() {
-				mctx, cancel := context.WithTimeout(ctx, time.Second)
-				if _, err := mconsole.Send(mctx, d.MconsoleSocket(id), "version"); err == nil {
-					mountedAt = time.Now()
-				}
-				cancel()
-			}
-			if done || (quiet && !mountedAt.IsZero() && time.Since(mountedAt) > 2*time.Second) {
-				log.Printf("UML guest %d is up (PID %d)", id, pid)
-				return nil
-			}
+		if up || d.rootMounted(ctx, id) {
+			log.Printf("UML guest %d is up (PID %d)", id, d.pid(id))
+			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-relayDone:
-			b, _ := os.ReadFile(d.ConsoleLog(id))
-			rl, _ := os.ReadFile(filepath.Join(d.dir(id), "relay.log"))
-			return fmt.Errorf("UML guest %d exited while booting:\n%s%s: %w", id, tail(string(b), 15), rl, errTransient)
-		case <-deadline:
-			return fmt.Errorf("UML guest %d did not mount its root file system within %s:\n%s", id, d.BootTimeout, tail(text, 15))
+			status, err := os.ReadFile(filepath.Join(d.dir(id), exitFile))
+			if err != nil {
+				rl, _ := os.ReadFile(filepath.Join(d.dir(id), "relay.log"))
+				return failed("the console relay exited: " + strings.TrimSpace(string(rl)))
+			}
+			how := "exited"
+			if b, _ := os.ReadFile(d.ConsoleLog(id)); strings.Contains(string(b), panicLine) {
+				how = "panicked and exited"
+			}
+			return failed(fmt.Sprintf("the kernel %s (%s)", how, strings.TrimSpace(string(status))))
+		case <-deadline.C:
+			return failed(fmt.Sprintf("no root file system after %s", d.BootTimeout))
 		case <-tick.C:
 		}
 	}
+}
+
+// rootMounted asks the kernel through mconsole whether a file system is
+// mounted on / (other than the initial rootfs).
+func (d *Driver) rootMounted(ctx context.Context, id int) bool {
+	mctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	mounts, err := mconsole.Send(mctx, d.MconsoleSocket(id), "proc mounts")
+	return err == nil && RootMounted(mounts)
+}
+
+// RootMounted reports whether a /proc/mounts text has a file system
+// other than the kernel's initial rootfs mounted on /.
+func RootMounted(mounts string) bool {
+	for _, l := range strings.Split(mounts, "\n") {
+		if f := strings.Fields(l); len(f) >= 3 && f[1] == "/" && f[2] != "rootfs" {
+			return true
+		}
+	}
+	return false
+}
+
+// excerpt returns the console lines that explain a failed boot: the last
+// n lines up to the panic line (the stack dump after it says little).
+func excerpt(text string, n int) string {
+	if i := strings.Index(text, panicLine); i >= 0 {
+		if j := strings.IndexByte(text[i:], '\n'); j >= 0 {
+			text = text[:i+j]
+		}
+	}
+	return tail(text, n)
 }
 
 func tail(s string, n int) string {
@@ -490,7 +582,7 @@ func (d *Driver) cleanup(ctx context.Context, id int, s Spec) {
 	}
 	dir := d.dir(id)
 	os.RemoveAll(filepath.Join(dir, umid))
-	for _, f := range []string{pidFile, consoleSock, "paused"} {
+	for _, f := range []string{pidFile, consoleSock, exitFile, "paused"} {
 		os.Remove(filepath.Join(dir, f))
 	}
 }
