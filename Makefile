@@ -89,8 +89,9 @@ bench-netboot-pxe: deps
 	BERTH_TEST_ROOT=1 $(GO) test -run '^$$' -bench PXEBoot -benchtime 1x -timeout 30m ./internal/netboot/
 
 ## bench-netboot-root: a diskless client's sequential read of its root from
-## berth's NBD server beside nfs-ganesha (NFSv4) serving the same image, in a
-## private network namespace (root).
+## berth's NBD server beside nfs-ganesha (NFSv4.1) serving the same image,
+## read by the same QEMU TCG guest (Debian's kernel: nbd and nfs clients) on a
+## bridge and tap in a private network namespace (root).
 bench-netboot-root: deps
 	$(GO) build -o bin/rootbench ./tools/rootbench
 	unshare --net sh -c 'ip link set lo up && bin/rootbench -size 256 -rounds 3'

@@ -176,36 +176,33 @@ func copyFile(t testing.TB, src, dst string) {
 	}
 }
 
-// TestEndToEndBoot boots QEMU machines over the network from a real berth
-// daemon in a network namespace: DHCP from berth's pool, then either the
-// host's iPXE script over HTTP (client A) or a boot file over TFTP that
-// loads the kernel over HTTP (client B), Debian's kernel and the diskless
-// initramfs, and the root over NBD from berth: a shared image with a
-// per-client writable layer. B does not see A's writes; A's writes are
-// still there when A boots again.
-func TestEndToEndBoot(t *testing.T) {
+// newDisklessRig starts a rig (skipping without root or the tools) and
+// puts what a diskless client boots into its boot root: Debian's kernel
+// (vmlinuz, also returned), the diskless initramfs (initrd.img, with
+// klibc's ipconfig when ipconfig is set) and the shared busybox root
+// image images/base.img.
+func newDisklessRig(t *testing.T, ipconfig string) (*rig, vmtest.Kernel) {
+	t.Helper()
 	if ok, why := vmtest.Root(); !ok {
 		t.Skip(why)
 	}
-	for _, tool := range []string{"ip", "qemu-system-x86_64", "busybox", "cpio", "mkfs.ext4", "/usr/sbin/nbd-client"} {
+	tools := []string{"ip", "qemu-system-x86_64", "busybox", "cpio", "mkfs.ext4", "/usr/sbin/nbd-client"}
+	if ipconfig != "" {
+		tools = append(tools, ipconfig)
+	}
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("skipping: %s not installed (make deps installs deps/*.debs)", tool)
 		}
 	}
-	k, err := vmtest.DebianKernel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mods, err := k.ModuleDeps(append(vmtest.VMModules, "nbd")...)
+	k, mods, err := vmtest.DebianKernelWith("nbd")
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := newRig(t)
-	// Boot files: kernel, diskless initramfs, the shared root image, and
-	// a TFTP boot script for client B.
 	copyFile(t, k.Vmlinuz, filepath.Join(r.root, "vmlinuz"))
 	if err := diskless.BuildInitramfs(diskless.InitramfsConfig{Busybox: "/bin/busybox", NBDClient: "/usr/sbin/nbd-client",
-		ModulesDir: k.Modules, Modules: mods}, filepath.Join(r.root, "initrd.img")); err != nil {
+		IPConfig: ipconfig, ModulesDir: k.Modules, Modules: mods}, filepath.Join(r.root, "initrd.img")); err != nil {
 		t.Fatal(err)
 	}
 	tree := filepath.Join(t.TempDir(), "tree")
@@ -216,6 +213,20 @@ func TestEndToEndBoot(t *testing.T) {
 	if err := vmtest.Ext4(tree, filepath.Join(r.root, "images", "base.img"), 64); err != nil {
 		t.Fatal(err)
 	}
+	return r, k
+}
+
+// TestEndToEndBoot boots QEMU machines over the network from a real berth
+// daemon in a network namespace: DHCP from berth's pool, then either the
+// host's iPXE script over HTTP (client A) or a boot file over TFTP that
+// loads the kernel over HTTP (client B), Debian's kernel and the diskless
+// initramfs, and the root over NBD from berth: a shared image with a
+// per-client writable layer. B does not see A's writes; A's writes are
+// still there when A boots again.
+func TestEndToEndBoot(t *testing.T) {
+	r, _ := newDisklessRig(t, "")
+	// Besides the kernel, initramfs and root image: a TFTP boot script
+	// for client B.
 	os.WriteFile(filepath.Join(r.root, "client-b.ipxe"), []byte("#!ipxe\n"+
 		"kernel http://10.78.0.1:8067/vmlinuz initrd=initrd.img console=ttyS0 panic=-1 berth.write=b1 "+diskless.KernelArgs("10.78.0.1:10809")+"\n"+
 		"initrd --name initrd.img http://10.78.0.1:8067/initrd.img\nboot\n"), 0o644)
@@ -263,6 +274,67 @@ func TestEndToEndBoot(t *testing.T) {
 		if !strings.Contains(r.log.String(), "msg=\"dhcp ack\"") || !strings.Contains(r.log.String(), "mac="+mac) {
 			t.Errorf("daemon log has no boot line for %s", mac)
 		}
+	}
+}
+
+// TestBOOTPBoot boots a BOOTP-only client from berth: Debian's kernel
+// (given to QEMU directly: the BOOTP client is in its initramfs) with
+// ip=:::::eth0:bootp, which klibc's ipconfig (Debian's initramfs-tools
+// client for ip=) turns into BOOTREQUESTs without option 53. berth answers
+// from the static host entry with a BOOTP reply (RFC 951/1542): the
+// guest prints the address, server, boot file and root path it got, then
+// mounts its root over NBD from the server named in the root path.
+func TestBOOTPBoot(t *testing.T) {
+	r, k := newDisklessRig(t, "/usr/lib/klibc/bin/ipconfig")
+	dir := t.TempDir()
+
+	const mac, addr = "52:54:00:e2:e0:b0", "10.78.0.42"
+	r.berth("netboot", "enable", "--interface", "br0", "--range", "10.78.0.100-10.78.0.150")
+	r.berth("netboot", "host", "add", mac, "--name", "bootp-only", "--ip", addr, "--bootfile", "bootp/vmlinux.nb", "--root", "base")
+
+	console := filepath.Join(dir, "bootp.console")
+	start := time.Now()
+	cmd := exec.Command("ip", "netns", "exec", r.ns, "qemu-system-x86_64", "-machine", "accel=tcg", "-m", "512", "-smp", "1",
+		"-display", "none", "-monitor", "none", "-serial", "file:"+console, "-no-reboot",
+		"-kernel", k.Vmlinuz, "-initrd", filepath.Join(r.root, "initrd.img"), "-append", "console=ttyS0 panic=-1 ip=:::::eth0:bootp berth.write=p1",
+		"-nic", "tap,ifname=tap0,script=no,downscript=no,model=virtio-net-pci,mac="+mac)
+	var qout lockedBuf
+	cmd.Stdout, cmd.Stderr = &qout, &qout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	out, err := vmtest.WaitFor(console, 5*time.Minute, []string{"berth-initramfs: dropping", "Kernel panic"}, "BERTH-READY")
+	if err != nil {
+		t.Fatalf("%v\nqemu: %s\nconsole:\n%s", err, qout.String(), tailStr(out, 4000))
+	}
+	t.Logf("BOOTP client: %s to marker", time.Since(start).Round(100*time.Millisecond))
+
+	// What the guest got, as its initramfs printed it from ipconfig's
+	// /run/net-eth0.conf: PROTO is bootp only for a reply without option
+	// 53 (klibc sets dhcp when the reply has a DHCP message type).
+	want := "berth-initramfs: bootp eth0 address " + addr + "/255.255.255.0 server 10.78.0.1 bootfile bootp/vmlinux.nb rootpath nbd:10.78.0.1:10809"
+	if !strings.Contains(out, want) {
+		t.Errorf("console lacks %q:\n%s", want, tailStr(out, 4000))
+	}
+	if !strings.Contains(out, "BERTH-MARKS: p1 END") {
+		t.Errorf("root over NBD: console lacks the root's marks line:\n%s", tailStr(out, 4000))
+	}
+
+	var st wire.NetbootStatus
+	if err := json.Unmarshal([]byte(r.berth("netboot", "status", "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	d, nb := st.Services["dhcp"], st.Services["diskless"]
+	if d["bootp_replies"] < 1 || d["offers"] != 0 || d["acks"] != 0 || nb["exports"] != 1 {
+		t.Errorf("counters: dhcp %v diskless %v (want BOOTP replies only and one NBD export)", d, nb)
+	}
+	log := r.log.String()
+	if !strings.Contains(log, `msg="bootp reply"`) || !strings.Contains(log, "mac="+mac) {
+		t.Errorf("daemon log has no BOOTP reply line for %s:\n%s", mac, log)
+	}
+	if leases := r.berth("netboot", "lease", "list"); strings.Contains(leases, mac) {
+		t.Errorf("a BOOTP client got a lease:\n%s", leases)
 	}
 }
 

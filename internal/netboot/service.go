@@ -530,6 +530,17 @@ func (s *Service) dhcpHost(mac net.HardwareAddr) (dhcp.Host, bool) {
 		return dhcp.Host{}, false
 	}
 	d := dhcp.Host{Name: h.Name, BootFile: h.BootFile, RootPath: h.RootPath, IPXE: h.Kernel != ""}
+	if d.RootPath == "" && h.Root != "" {
+		// A diskless host's root path names berth's NBD server, so a
+		// client configured by BOOTP/DHCP alone (no berth.nbd= on a
+		// command line from berth) finds its root.
+		s.mu.Lock()
+		server := s.serverFor(h)
+		s.mu.Unlock()
+		if server.IsValid() {
+			d.RootPath = diskless.RootPath(net.JoinHostPort(server.String(), strconv.Itoa(DisklessPort)))
+		}
+	}
 	d.IP, _ = netip.ParseAddr(h.IP)
 	d.NextServer, _ = netip.ParseAddr(h.NextServer)
 	for k, v := range h.Options {

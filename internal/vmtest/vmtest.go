@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -120,6 +121,18 @@ func DebianKernel() (Kernel, error) {
 		return Kernel{}, err
 	}
 	return findKernel(dir)
+}
+
+// DebianKernelWith is DebianKernel plus the modules a guest loads: the
+// paths of VMModules and extra with their dependencies, dependencies
+// first (see ModuleDeps).
+func DebianKernelWith(extra ...string) (Kernel, []string, error) {
+	k, err := DebianKernel()
+	if err != nil {
+		return k, nil, err
+	}
+	mods, err := k.ModuleDeps(append(slices.Clone(VMModules), extra...)...)
+	return k, mods, err
 }
 
 func findKernel(dir string) (Kernel, error) {

@@ -377,30 +377,50 @@ func TestDORAAndNak(t *testing.T) {
 func TestBOOTP(t *testing.T) {
 	hosts := map[string]Host{macA.String(): {Name: "aldebaran", IP: netip.MustParseAddr("10.9.0.100"), BootFile: "/tftpboot/vmlinux.nb", RootPath: "/tftpboot/10.9.0.100"}}
 	s, sc := testServer(t, hosts, false)
-	for _, cookie := range []bool{true, false} {
+	header := func() []byte {
 		m := request(macA, 0, nil)
-		m.Cookie = cookie
-		r, _ := exchange(t, s, sc, m, 67)
-		if r == nil {
-			t.Fatal("no BOOTP reply")
-		}
-		if _, has := r.Get(OptMessageType); has {
-			t.Fatal("BOOTP reply carries option 53")
-		}
-		if r.YIAddr.String() != "10.9.0.100" || r.File != "/tftpboot/vmlinux.nb" || r.SIAddr != serverIP {
-			t.Fatalf("reply yiaddr %v file %q siaddr %v", r.YIAddr, r.File, r.SIAddr)
-		}
-		if r.Cookie != cookie {
-			t.Fatalf("cookie %v, want %v", r.Cookie, cookie)
-		}
-		if cookie && string(r.Options[OptRootPath]) != "/tftpboot/10.9.0.100" {
-			t.Fatalf("root path %q", r.Options[OptRootPath])
-		}
+		m.Cookie = false
+		return m.Marshal()[:headerLen]
+	}
+	// The request's vendor area (RFC 951's 64-byte vend field) decides
+	// whether the reply carries RFC 1048 extensions.
+	for _, tc := range []struct {
+		name   string
+		vend   []byte
+		cookie bool
+	}{
+		{"RFC 1048 cookie (Linux kernel ipconfig)", append(append([]byte{}, magicCookie[:]...), OptEnd), true},
+		{"no vendor area (klibc ipconfig: bare 236-byte header)", nil, true},
+		{"zero vendor area (RFC 951 client)", make([]byte, 64), true},
+		{"CMU vendor format", append([]byte("CMU\x00"), make([]byte, 60)...), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, _ := s.Handle(sc, append(header(), tc.vend...), netip.MustParseAddrPort("0.0.0.0:68"), 67)
+			if b == nil {
+				t.Fatal("no BOOTP reply")
+			}
+			r, err := Parse(b)
+			if err != nil {
+				t.Fatalf("unparsable reply: %v", err)
+			}
+			if _, has := r.Get(OptMessageType); has {
+				t.Fatal("BOOTP reply carries option 53")
+			}
+			if r.YIAddr.String() != "10.9.0.100" || r.File != "/tftpboot/vmlinux.nb" || r.SIAddr != serverIP {
+				t.Fatalf("reply yiaddr %v file %q siaddr %v", r.YIAddr, r.File, r.SIAddr)
+			}
+			if r.Cookie != tc.cookie {
+				t.Fatalf("RFC 1048 extensions in the reply: %v, want %v", r.Cookie, tc.cookie)
+			}
+			if tc.cookie && (string(r.Options[OptRootPath]) != "/tftpboot/10.9.0.100" || len(r.Options[OptSubnetMask]) != 4) {
+				t.Fatalf("root path %q, netmask %v", r.Options[OptRootPath], r.Options[OptSubnetMask])
+			}
+		})
 	}
 	if r, _ := exchange(t, s, sc, request(macB, 0, nil), 67); r != nil {
 		t.Fatal("BOOTP reply to an unknown client")
 	}
-	if got := s.Stats().BOOTPReplies; got != 2 {
+	if got := s.Stats().BOOTPReplies; got != 4 {
 		t.Fatalf("bootp replies %d", got)
 	}
 }

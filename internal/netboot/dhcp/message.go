@@ -91,8 +91,14 @@ type Message struct {
 	SName  string
 	File   string
 	// Cookie reports whether the options field began with the magic
-	// cookie; a BOOTP request without it gets a reply without it.
+	// cookie (RFC 1048 vendor extensions follow).
 	Cookie bool
+	// ForeignVendor reports a request whose vendor area began with some
+	// other non-zero magic (CMU's, a vendor's own format): its BOOTP reply
+	// carries no RFC 1048 extensions it could misread. A request with no
+	// vendor area or a zero one (klibc's ipconfig sends a bare 236-byte
+	// header) gets RFC 1048 extensions, as CMU bootpd's vm=auto does.
+	ForeignVendor bool
 	// Options holds every option by code; repeated options are
 	// concatenated (RFC 3396). order keeps the encoding order.
 	Options map[byte][]byte
@@ -184,6 +190,9 @@ func Parse(b []byte) (*Message, error) {
 	sname, file := b[44:108], b[108:236]
 	m.Options = map[byte][]byte{}
 	opts := b[headerLen:]
+	if len(opts) >= 4 && [4]byte(opts[:4]) != magicCookie && [4]byte(opts[:4]) != [4]byte{} {
+		m.ForeignVendor = true
+	}
 	if len(opts) >= 4 && [4]byte(opts[:4]) == magicCookie {
 		m.Cookie = true
 		if err := m.parseOptions(opts[4:]); err != nil {

@@ -332,6 +332,8 @@ func (s *Server) newReply(m *Message, typ byte, sc *Scope) *Message {
 		r.Cookie = true
 		r.Set(OptMessageType, []byte{typ})
 		r.SetAddr(OptServerID, sc.ServerIP)
+	} else {
+		r.Cookie = !m.ForeignVendor
 	}
 	return r
 }
@@ -490,8 +492,8 @@ func (s *Server) request(sc *Scope, m *Message, host Host, known bool) *Message 
 }
 
 // bootp answers a BOOTP request (RFC 951/1542): only known hosts with a
-// fixed address, no option 53, vendor extensions (RFC 1497) when the
-// client sent the magic cookie.
+// fixed address, no option 53, vendor extensions (RFC 1497) unless the
+// client's vendor area holds another format (Message.ForeignVendor).
 func (s *Server) bootp(sc *Scope, m *Message, host Host, known bool) *Message {
 	if !known || !host.IP.IsValid() {
 		s.c.ignored.Add(1)

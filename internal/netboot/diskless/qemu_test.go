@@ -24,11 +24,7 @@ func TestQemuTwoClients(t *testing.T) {
 		t.Skip(why)
 	}
 	dir := t.TempDir()
-	k, err := vmtest.DebianKernel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mods, err := k.ModuleDeps(append(vmtest.VMModules, "nbd")...)
+	k, mods, err := vmtest.DebianKernelWith("nbd")
 	if err != nil {
 		t.Fatal(err)
 	}
