@@ -74,11 +74,12 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in $(cat /modules); do insmod /lib/modules/$m 2>/dev/null; done
-ROUNDS=1 CONNS=1
+ROUNDS=1 CONNS=1 RA=
 for x in $(cat /proc/cmdline); do
 	case "$x" in
 	rb.rounds=*) ROUNDS=${x#rb.rounds=} ;;
 	rb.conns=*) CONNS=${x#rb.conns=} ;;
+	rb.ra=*) RA=${x#rb.ra=} ;;
 	esac
 done
 for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /sys/class/net/eth0 ] && break; sleep 0.5; done
@@ -98,6 +99,7 @@ run() {
 }
 nbd() {
 	nbd-client ` + hostIP + ` ` + nbdPort + ` /dev/nbd0 -N "$MAC" -C $CONNS -t 60 >/tmp/nbd 2>&1 || { echo "RB-FAIL nbd-client: $(cat /tmp/nbd)"; return; }
+	[ "${RA:-0}" != 0 ] && echo $RA > /sys/block/nbd0/queue/read_ahead_kb
 	echo "RB-INFO nbd read_ahead_kb=$(cat /sys/block/nbd0/queue/read_ahead_kb) max_sectors_kb=$(cat /sys/block/nbd0/queue/max_sectors_kb)"
 	run "nbd-$1" /dev/nbd0 "$2"
 	nbd-client -d /dev/nbd0 >/dev/null 2>&1
@@ -130,8 +132,9 @@ func main() {
 	size := flag.Int("size", 256, "image size in MiB")
 	rounds := flag.Int("rounds", 3, "rounds (the two servers alternate)")
 	conns := flag.Int("conns", 1, "NBD connections of the guest's nbd-client (-C)")
+	ra := flag.Int("ra", 0, "readahead of the guest's /dev/nbd0 in KiB (0: the kernel's default)")
 	flag.Parse()
-	if err := run(*size, *rounds, *conns); err != nil {
+	if err := run(*size, *rounds, *conns, *ra); err != nil {
 		fmt.Fprintln(os.Stderr, "rootbench:", err)
 		os.Exit(1)
 	}
@@ -144,7 +147,7 @@ func sh(name string, args ...string) error {
 	return nil
 }
 
-func run(sizeMiB, rounds, conns int) error {
+func run(sizeMiB, rounds, conns, ra int) error {
 	for _, tool := range []string{"ganesha.nfsd", "qemu-system-x86_64", "busybox", "cpio", "/usr/sbin/nbd-client", "ip"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s is missing: make deps installs nfs-ganesha, nfs-ganesha-vfs, qemu-system-x86, busybox-static, cpio, nbd-client", tool)
@@ -224,7 +227,7 @@ func run(sizeMiB, rounds, conns int) error {
 	q := exec.Command("qemu-system-x86_64", "-machine", "accel=tcg", "-m", "768", "-smp", "1",
 		"-display", "none", "-monitor", "none", "-serial", "file:"+console, "-no-reboot",
 		"-kernel", k.Vmlinuz, "-initrd", initrd,
-		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 rb.rounds=%d rb.conns=%d", rounds, conns),
+		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 rb.rounds=%d rb.conns=%d rb.ra=%d", rounds, conns, ra),
 		"-nic", "tap,ifname="+tap+",script=no,downscript=no,model=virtio-net-pci,mac="+guestMAC)
 	qout, err := os.Create(filepath.Join(dir, "qemu.log"))
 	if err != nil {
