@@ -181,20 +181,41 @@ func copyFile(t testing.TB, src, dst string) {
 // (vmlinuz, also returned), the diskless initramfs (initrd.img, with
 // klibc's ipconfig when ipconfig is set) and the shared busybox root
 // image images/base.img.
-func newDisklessRig(t *testing.T, ipconfig string) (*rig, vmtest.Kernel) {
+// needBoot skips the test unless root tests are enabled and QEMU, the
+// tools every network boot test uses and the extra tools are installed.
+func needBoot(t *testing.T, extra ...string) {
 	t.Helper()
 	if ok, why := vmtest.Root(); !ok {
 		t.Skip(why)
 	}
-	tools := []string{"ip", "qemu-system-x86_64", "busybox", "cpio", "mkfs.ext4", "/usr/sbin/nbd-client"}
-	if ipconfig != "" {
-		tools = append(tools, ipconfig)
-	}
-	for _, tool := range tools {
+	for _, tool := range append([]string{"ip", "qemu-system-x86_64", "busybox", "cpio"}, extra...) {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("skipping: %s not installed (make deps installs deps/*.debs)", tool)
 		}
 	}
+}
+
+// newMarkerRig is a rig for boots to a marker initramfs: it needs the
+// tools, and puts Debian's kernel into the boot root as vmlinuz.
+func newMarkerRig(t *testing.T, extraTools ...string) *rig {
+	t.Helper()
+	needBoot(t, extraTools...)
+	k, err := vmtest.DebianKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t)
+	copyFile(t, k.Vmlinuz, filepath.Join(r.root, "vmlinuz"))
+	return r
+}
+
+func newDisklessRig(t *testing.T, ipconfig string) (*rig, vmtest.Kernel) {
+	t.Helper()
+	tools := []string{"mkfs.ext4", "/usr/sbin/nbd-client"}
+	if ipconfig != "" {
+		tools = append(tools, ipconfig)
+	}
+	needBoot(t, tools...)
 	k, mods, err := vmtest.DebianKernelWith("nbd")
 	if err != nil {
 		t.Fatal(err)
@@ -341,6 +362,12 @@ func TestBOOTPBoot(t *testing.T) {
 // markerInitramfs writes a cpio initramfs whose /init prints marker on
 // the console and powers off: the smallest thing to boot to.
 func markerInitramfs(tb testing.TB, out, marker string) {
+	initramfs(tb, out, "/bin/busybox echo "+marker+"\n/bin/busybox poweroff -f\n")
+}
+
+// initramfs writes a cpio initramfs of busybox and an /init running
+// script (busybox sh).
+func initramfs(tb testing.TB, out, script string) {
 	tb.Helper()
 	dir := tb.TempDir()
 	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
@@ -350,7 +377,7 @@ func markerInitramfs(tb testing.TB, out, marker string) {
 	}
 	copyFile(tb, bb, filepath.Join(dir, "bin", "busybox"))
 	os.Chmod(filepath.Join(dir, "bin", "busybox"), 0o755)
-	os.WriteFile(filepath.Join(dir, "init"), []byte("#!/bin/busybox sh\n/bin/busybox echo "+marker+"\n/bin/busybox poweroff -f\n"), 0o755)
+	os.WriteFile(filepath.Join(dir, "init"), []byte("#!/bin/busybox sh\n"+script), 0o755)
 	cmd := exec.Command("cpio", "--quiet", "-o", "-H", "newc", "-O", out)
 	cmd.Dir = dir
 	cmd.Stdin = strings.NewReader("bin\nbin/busybox\ninit\n")
@@ -420,21 +447,8 @@ func BenchmarkPXEBoot(b *testing.B) {
 // in ProxyDHCP mode only the boot options (the host's HTTP iPXE script),
 // and the kernel boots to a marker.
 func TestProxyBoot(t *testing.T) {
-	if ok, why := vmtest.Root(); !ok {
-		t.Skip(why)
-	}
-	for _, tool := range []string{"ip", "qemu-system-x86_64", "busybox", "cpio", "dnsmasq"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("skipping: %s not installed (make deps installs deps/*.debs)", tool)
-		}
-	}
-	k, err := vmtest.DebianKernel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := newRig(t)
+	r := newMarkerRig(t, "dnsmasq")
 	const marker = "BERTH-PROXY-MARKER"
-	copyFile(t, k.Vmlinuz, filepath.Join(r.root, "vmlinuz"))
 	markerInitramfs(t, filepath.Join(r.root, "marker.cpio"), marker)
 
 	// The network's own DHCP server, another machine on the bridge.

@@ -22,6 +22,31 @@ const (
 // instead of waiting ~15 s, and clients configure no IPv6 from it.
 var routerAdvert = []byte{icmpRouterAdvertisement, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
+// keepAdvertising runs advertise on iface until ctx ends, starting it
+// again when it fails. An interface often has no IPv6 link-local address
+// yet when network boot is enabled on it: a bridge whose only ports are
+// the taps of VMs not yet started has no carrier, and gets its address
+// (after duplicate address detection) only once the first VM attaches,
+// which is when its iPXE would start waiting for IPv6.
+func keepAdvertising(ctx context.Context, iface string, log *slog.Logger) {
+	warned := false
+	for {
+		err := advertise(ctx, iface, log)
+		if ctx.Err() != nil {
+			return
+		}
+		if !warned {
+			log.Warn("netboot: no IPv6 router advertisements on the interface yet, retrying (until they start, iPXE waits for IPv6 autoconfiguration)", "interface", iface, "err", err)
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
 // advertise answers router solicitations on iface (and sends an
 // unsolicited advertisement every 10 s) until ctx ends. It needs the
 // interface to have an IPv6 link-local address.
@@ -62,7 +87,7 @@ func advertise(ctx context.Context, iface string, log *slog.Logger) error {
 	if err := send(); err != nil {
 		return fmt.Errorf("send router advertisement on %s: %w (does it have an IPv6 link-local address?)", iface, err)
 	}
-	log.Debug("netboot: sending IPv6 router advertisements without prefixes", "interface", iface)
+	log.Info("netboot: sending IPv6 router advertisements without prefixes", "interface", iface)
 	last := time.Now()
 	buf := make([]byte, 1500)
 	for ctx.Err() == nil {

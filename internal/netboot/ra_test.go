@@ -18,20 +18,23 @@ import (
 // network namespace this test creates (a veth pair, IPv6 link-local on
 // both ends), a router solicitation sent from the peer end is answered at
 // once with an advertisement that announces nothing (no flags, router
-// lifetime 0, no prefix options). advertise runs on a thread that entered
-// the namespace; it is discarded afterwards.
+// lifetime 0, no prefix options). Advertising starts while the links are
+// still down (no link-local address yet, as on a bridge whose VMs have
+// not started) and must begin once they come up. It runs on a thread that
+// entered the namespace; the thread is discarded afterwards.
 func TestRouterAdvert(t *testing.T) {
 	if os.Geteuid() != 0 || os.Getenv("BERTH_TEST_ROOT") != "1" {
 		t.Skip("skipping: creates a network namespace; run as root with BERTH_TEST_ROOT=1")
 	}
 	ns := fmt.Sprintf("berth-ra-%d", os.Getpid())
-	for _, args := range [][]string{{"netns", "add", ns}, {"-n", ns, "link", "add", "srv0", "type", "veth", "peer", "name", "cli0"},
-		{"-n", ns, "link", "set", "srv0", "up"}, {"-n", ns, "link", "set", "cli0", "up"}} {
+	ip := func(args ...string) {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			t.Fatalf("ip %v: %v %s", args, err, out)
 		}
 	}
+	ip("netns", "add", ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "delete", ns).Run() })
+	ip("-n", ns, "link", "add", "srv0", "type", "veth", "peer", "name", "cli0")
 	enter := func() error {
 		runtime.LockOSThread()
 		f, err := os.Open("/run/netns/" + ns)
@@ -41,8 +44,6 @@ func TestRouterAdvert(t *testing.T) {
 		defer f.Close()
 		return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
 	}
-	// Wait for link-local addresses (DAD) so sends work.
-	time.Sleep(2500 * time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
@@ -51,8 +52,12 @@ func TestRouterAdvert(t *testing.T) {
 			errc <- err
 			return
 		}
-		errc <- advertise(ctx, "srv0", slog.New(slog.DiscardHandler))
+		keepAdvertising(ctx, "srv0", slog.New(slog.DiscardHandler))
+		errc <- fmt.Errorf("keepAdvertising returned before the test ended")
 	}()
+	time.Sleep(time.Second)
+	ip("-n", ns, "link", "set", "srv0", "up")
+	ip("-n", ns, "link", "set", "cli0", "up")
 	type res struct {
 		ra  []byte
 		err error
@@ -78,7 +83,8 @@ func TestRouterAdvert(t *testing.T) {
 		}
 		rs := []byte{icmpRouterSolicitation, 0, 0, 0, 0, 0, 0, 0}
 		buf := make([]byte, 1500)
-		deadline := time.Now().Add(5 * time.Second)
+		// Duplicate address detection takes a second or two.
+		deadline := time.Now().Add(8 * time.Second)
 		for time.Now().Before(deadline) {
 			unix.Sendto(fd, rs, 0, &unix.SockaddrInet6{Addr: [16]byte{0xff, 0x02, 15: 2}, ZoneId: uint32(idx)})
 			start := time.Now()
@@ -93,7 +99,7 @@ func TestRouterAdvert(t *testing.T) {
 				}
 			}
 		}
-		got <- res{err: fmt.Errorf("no router advertisement on cli0 within 5 s")}
+		got <- res{err: fmt.Errorf("no router advertisement on cli0 within 8 s")}
 	}()
 	var r res
 	select {

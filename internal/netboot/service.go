@@ -424,9 +424,7 @@ func (s *Service) start(cfg wire.NetbootConfig) (err error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := advertise(ctx, sc.Interface, s.log); err != nil && ctx.Err() == nil {
-					s.log.Warn("netboot: IPv6 router advertisements off (iPXE may wait for IPv6 autoconfiguration)", "interface", sc.Interface, "err", err)
-				}
+				keepAdvertising(ctx, sc.Interface, s.log)
 			}()
 		}
 	}
