@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/seccomp"
 )
 
@@ -233,6 +234,36 @@ func linkUp(name string) error {
 	return nil
 }
 
+// confineKSM applies the container's KSM choice around Confine: "on" sets
+// PR_SET_MEMORY_MERGE before (the filter of "off" would refuse it), "off"
+// clears it and adds the no-merge filter after. Both are inherited by
+// every process init starts.
+func confineKSM(choice string) error {
+	switch choice {
+	case "on":
+		if err := ksm.SetProcessMerge(true); errors.Is(err, ksm.ErrMergeAnyUnsupported) {
+			// Only memory programs mark themselves merges; `berth ksm
+			// status` shows "whole process: no".
+			fmt.Fprintf(os.Stderr, "berth: ksm=1: %v; only memory that programs mark mergeable themselves can be merged\n", err)
+		} else if err != nil {
+			return fmt.Errorf("ksm=1: %w", err)
+		}
+	case "off":
+		if err := ksm.SetProcessMerge(false); err != nil && !errors.Is(err, ksm.ErrMergeAnyUnsupported) {
+			return fmt.Errorf("ksm=0: %w", err)
+		}
+	}
+	if err := Confine(); err != nil {
+		return err
+	}
+	if choice == "off" {
+		if err := seccomp.InstallNoMerge(); err != nil {
+			return fmt.Errorf("ksm=0: %w", err)
+		}
+	}
+	return nil
+}
+
 // Confine drops the capabilities in DroppedCaps from the bounding set,
 // installs the seccomp filter and clears the signal mask. It must run on
 // the locked OS thread that then calls execve.
@@ -289,7 +320,7 @@ func execInit(spec Spec, sockFD int) error {
 	if err != nil && len(spec.Init) == 0 {
 		// An image without an init (a debootstrap minbase): berth's
 		// own minimal init keeps the container up and reaps orphans.
-		if err := Confine(); err != nil {
+		if err := confineKSM(spec.KSM); err != nil {
 			return err
 		}
 		// No exec closes the socket here: close it (and the binary's
@@ -301,7 +332,7 @@ func execInit(spec Spec, sockFD int) error {
 	if err != nil {
 		return err
 	}
-	if err := Confine(); err != nil {
+	if err := confineKSM(spec.KSM); err != nil {
 		return err
 	}
 	return fmt.Errorf("execute init %s: %w", path, syscall.Exec(path, argv, env))

@@ -44,6 +44,10 @@ type JoinSpec struct {
 	Env  []string
 	// Cwd is the working directory inside ("/" when empty).
 	Cwd string
+	// KSM is the container's KSM choice as its init got it (Spec.KSM),
+	// so that the command is as mergeable as the container's other
+	// processes.
+	KSM string
 }
 
 // Join runs spec.Argv inside the container and returns its exit status as
@@ -107,6 +111,13 @@ func Join(spec JoinSpec) (int, error) {
 	c.caps = DroppedCaps
 	c.filter = seccomp.Program()
 	c.fprog = unix.SockFprog{Len: uint16(len(c.filter)), Filter: &c.filter[0]}
+	switch spec.KSM {
+	case "on":
+		c.mergeAny = true
+	case "off":
+		c.noMerge = seccomp.NoMergeProgram()
+		c.noMergeProg = unix.SockFprog{Len: uint16(len(c.noMerge)), Filter: &c.noMerge[0]}
+	}
 	c.msgNotFound = []byte("berth exec: " + spec.Argv[0] + ": command not found in the container\n")
 	c.msgNoExec = []byte("berth exec: " + spec.Argv[0] + ": cannot execute in the container\n")
 	// The PID namespace applies to children of this (locked) thread.
@@ -170,6 +181,9 @@ type childPlan struct {
 	caps        []uintptr
 	filter      []unix.SockFilter
 	fprog       unix.SockFprog
+	mergeAny    bool              // PR_SET_MEMORY_MERGE (ksm=1)
+	noMerge     []unix.SockFilter // the no-merge filter (ksm=0), or nil
+	noMergeProg unix.SockFprog
 	msgNotFound []byte
 	msgNoExec   []byte
 }
@@ -230,11 +244,21 @@ func forkJoin(c *childPlan) (int, syscall.Errno) {
 			rawExit(joinFailBase + 5)
 		}
 	}
+	if c.mergeAny {
+		// Kernels before 6.4 refuse it (EINVAL); init then ran without
+		// it too.
+		syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_MEMORY_MERGE, 1, 0, 0, 0, 0)
+	}
 	if _, _, e := syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); e != 0 {
 		rawExit(joinFailBase + 6)
 	}
 	if _, _, e := syscall.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&c.fprog))); e != 0 {
 		rawExit(joinFailBase + 6)
+	}
+	if c.noMerge != nil {
+		if _, _, e := syscall.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&c.noMergeProg))); e != 0 {
+			rawExit(joinFailBase + 6)
+		}
 	}
 	syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&none)), 0, 8, 0, 0)
 	notFound := true

@@ -41,6 +41,11 @@ type Spec struct {
 	Nets []Net `json:"nets,omitempty"`
 	// IPTool is the host's ip(8), run before the root is switched.
 	IPTool string `json:"iptool,omitempty"`
+	// KSM is the container's KSM choice (ksm.Choice.String()): "on"
+	// makes all its memory mergeable (PR_SET_MEMORY_MERGE, inherited by
+	// every process inside), "off" forbids making any of it mergeable (a
+	// seccomp filter), "" or "default" leaves it to the programs.
+	KSM string `json:"ksm,omitempty"`
 }
 
 // Net is one NIC's configuration inside the container.

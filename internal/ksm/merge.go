@@ -54,6 +54,31 @@ func GuestChoice(cfg api.Guest) (Choice, error) {
 	return ChoiceDefault, fmt.Errorf("%q is not a KSM choice: use 1 to allow merging this guest's memory or 0 to opt out", v)
 }
 
+// EffectiveChoice is the choice a guest starts with: its own (GuestChoice),
+// or ChoiceOff whatever it says when the node does not allow merging
+// (mode off: `berth ksm disable`), so that a guest started while KSM is
+// disabled stays unmergeable even if KSM is enabled later, until its
+// next start.
+func EffectiveChoice(cfg api.Guest, nodeAllows bool) (Choice, error) {
+	c, err := GuestChoice(cfg)
+	if err != nil || !nodeAllows {
+		return ChoiceOff, err
+	}
+	return c, nil
+}
+
+// String is the choice as `berth ksm status` shows it: "on" (ksm=1),
+// "off" (ksm=0) or "default".
+func (c Choice) String() string {
+	switch c {
+	case ChoiceOn:
+		return "on"
+	case ChoiceOff:
+		return "off"
+	}
+	return "default"
+}
+
 // GuestMerge tells whether a VM's memory may be merged: true unless the
 // config says ksm=0. Container drivers use GuestChoice, whose default
 // differs.

@@ -96,6 +96,19 @@ func (s *Service) Config(ctx context.Context) (api.KSMConfig, error) {
 	return c, nil
 }
 
+// MergeAllowed reports whether the node lets guests' memory be merged:
+// false when the mode is off. Drivers ask it when a guest starts
+// (EffectiveChoice). When the mode cannot be read it says no, since a
+// guest wrongly left unmergeable only costs memory.
+func (s *Service) MergeAllowed(ctx context.Context) bool {
+	c, err := s.Config(ctx)
+	if err != nil {
+		s.o.Log.Warn("KSM: cannot read the node's mode; starting the guest unmergeable", "err", err)
+		return false
+	}
+	return c.Mode != api.KSMModeOff
+}
+
 // configFields lists the names Delete accepts and how to reset each.
 var configFields = map[string]func(c *api.KSMConfig, d api.KSMConfig){
 	"mode":             func(c *api.KSMConfig, d api.KSMConfig) { c.Mode = d.Mode },
@@ -518,14 +531,16 @@ func (p Proc) PPID(pid int) int {
 	return n
 }
 
-// RampInterval is how soon the tuner decides again after starting or
-// boosting KSM, when that is sooner than monitor-interval: ramping up in
-// seconds rather than minutes gets merging done sooner, and the ksmd CPU
-// figure each decision sees keeps the ramp under max-cpu.
+// RampInterval is how soon the tuner decides again while ksmd scans
+// faster than npages-min (Decision.Soon), when that is sooner than
+// monitor-interval: ramping up in seconds rather than minutes gets merging
+// done sooner, the ksmd CPU figure each decision sees keeps the ramp under
+// max-cpu, and the end of merging is noticed before ksmd has spent several
+// full scans at top speed finding nothing.
 const RampInterval = 2 * time.Second
 
 // Run runs the tuner until ctx is cancelled: one decision at once and then
-// every monitor-interval seconds (RampInterval while ramping up), or as
+// every monitor-interval seconds (RampInterval while ksmd scans fast), or as
 // soon as the configuration or mode changes.
 func (s *Service) Run(ctx context.Context) {
 	if !s.o.Sysfs.Supported() {
@@ -554,7 +569,7 @@ func (s *Service) Run(ctx context.Context) {
 		if cfg, err := s.Config(ctx); err == nil {
 			interval = time.Duration(cfg.MonitorInterval) * time.Second
 		}
-		if d.Action == ActStart || d.Action == ActBoost {
+		if d.Soon {
 			interval = min(interval, RampInterval)
 		}
 		t := time.NewTimer(interval)

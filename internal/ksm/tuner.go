@@ -108,6 +108,18 @@ type State struct {
 	GainScans uint64 `json:"-"`
 	// Tracking is true when Sharing and GainScans are valid.
 	Tracking bool `json:"-"`
+	// Idle is true while the tuner has stopped ksmd because merging had
+	// converged (run=0 keeps every merged page); IdleAvailable and
+	// IdleCommitted are the available memory and the guests' memory at
+	// that moment, which decide when to scan again, and IdleTicks counts
+	// the decisions since.
+	Idle          bool   `json:"-"`
+	IdleAvailable uint64 `json:"-"`
+	IdleCommitted uint64 `json:"-"`
+	IdleTicks     int    `json:"-"`
+	// Available is MemAvailable at the last decision, to tell whether
+	// memory is falling.
+	Available uint64 `json:"-"`
 }
 
 // Tuner actions.
@@ -118,6 +130,8 @@ const (
 	ActDecay     = "decay"
 	ActConverged = "converged"
 	ActHold      = "hold"
+	ActIdle      = "idle"
+	ActResume    = "resume"
 	ActNone      = "none"
 )
 
@@ -130,6 +144,11 @@ type Decision struct {
 	PagesToScan    uint64
 	SleepMillisecs uint64
 	Next           State
+	// Soon asks for the next decision after RampInterval rather than
+	// monitor-interval: ksmd is left scanning faster than npages-min, so
+	// the end of merging must be noticed within a scan or two, not after
+	// several expensive ones.
+	Soon bool
 }
 
 // Changes tells whether applying d writes anything to sysfs.
@@ -143,6 +162,33 @@ func (d Decision) Changes(c Counters) bool {
 // merging has converged: a page must be seen unchanged on two scans
 // before it can merge, so two quiet scans leave nothing pending.
 const convergedScans = 2
+
+// idleRescanTicks is how many decisions an idle tuner waits before it
+// scans again anyway (15 minutes at the default 10 s monitor-interval):
+// guests rewrite memory without growing, and such new duplicates are only
+// found by scanning.
+const idleRescanTicks = 90
+
+// idleMargin returns how far available memory may fall, or the guests'
+// memory grow, before an idle tuner scans again: 2% of memory and at
+// least 64 MiB for the guests, so that ordinary fluctuation of the page
+// cache does not restart ksmd but a new guest or a guest filling its
+// memory does.
+func idleMargin(total, committed uint64) (avail, guests uint64) {
+	return total / 50, max(64<<20, committed/20)
+}
+
+// quietEnough tells whether merging has converged: no merge in
+// convergedScans full scans, or in one full scan when next to no page is
+// volatile (first seen or changed on its last check), since only such a
+// page can still find a partner on the next scan.
+func quietEnough(c Counters, quiet uint64) bool {
+	if quiet >= convergedScans {
+		return true
+	}
+	items := c.PagesShared + c.PagesSharing + c.PagesUnshared + c.PagesVolatile
+	return quiet >= 1 && c.PagesVolatile*100 <= items
+}
 
 // convergedSlowdown multiplies ksmd's pause once merging has converged:
 // pages that match merged ones still merge on first sight, and the first
@@ -172,10 +218,15 @@ func SleepFor(c api.KSMConfig, total uint64) uint64 {
 // plus the threshold exceeds the total or available memory falls under the
 // threshold, boosting pages_to_scan while memory is short and decaying it
 // otherwise. Beyond ksmtuned it boosts harder (at least doubling) while
-// memory is short or merging makes progress, drops to npages-min and a ten
-// times longer pause once merging has converged (two full scans in which
-// merges added less than 1%), holds back when ksmd exceeds max-cpu, and
-// never stops a KSM it did not start.
+// memory is short or merging makes progress and asks to decide again soon
+// while ksmd scans fast; once merging has converged (a full scan without
+// merges adding 1% and next to no volatile page, or two such scans) it
+// stops the ksmd it started (idle: merged pages stay merged) while memory
+// is not falling, or otherwise drops to npages-min and a ten times longer
+// pause; an idle tuner scans again when available memory falls or the
+// guests' memory grows by a margin, or after idleRescanTicks decisions. It
+// holds back when ksmd exceeds max-cpu, and never stops a KSM it did not
+// start.
 func Decide(c api.KSMConfig, s Sample, st State) Decision {
 	d := Decision{Run: -1, Next: st}
 	gib := func(b uint64) string { return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30)) }
@@ -206,21 +257,46 @@ func Decide(c api.KSMConfig, s Sample, st State) Decision {
 		return uint64(min(max(n, int64(c.NpagesMin)), int64(c.NpagesMax)))
 	}
 	npages := int64(st.Npages)
+	availMargin, guestMargin := idleMargin(total, st.IdleCommitted)
 	if s.KSM.Run != RunMerge {
-		d.Action, d.Run = ActStart, RunMerge
-		d.PagesToScan, d.SleepMillisecs = clamp(npages+int64(c.NpagesBoost)), sleep
+		d.Action = ActStart
 		d.Reason = "starting KSM (" + why + ")"
 		if c.Mode == api.KSMModeOn {
 			d.Reason = "mode is on: starting KSM"
 		}
+		if st.Idle && s.KSM.Run == RunStop && c.Mode == api.KSMModeAuto {
+			fell := st.IdleAvailable > s.Mem.Available && st.IdleAvailable-s.Mem.Available >= availMargin
+			grew := s.Committed > st.IdleCommitted && s.Committed-st.IdleCommitted >= guestMargin
+			switch {
+			case fell:
+				d.Reason = fmt.Sprintf("available memory fell by %s since merging converged (%s): scanning again", gib(st.IdleAvailable-s.Mem.Available), why)
+			case grew:
+				d.Reason = fmt.Sprintf("guests' memory grew by %s since merging converged (%s): scanning again", gib(s.Committed-st.IdleCommitted), why)
+			case st.IdleTicks+1 >= idleRescanTicks:
+				d.Reason = fmt.Sprintf("idle for %d decisions: scanning again for content that changed in place", st.IdleTicks+1)
+			default:
+				d.Action = ActIdle
+				d.Reason = fmt.Sprintf("merging has converged (%d pages sharing) and memory is steady (%s): ksmd stays stopped, merged pages stay merged", s.KSM.PagesSharing, why)
+				d.Next.IdleTicks++
+				d.Next.Available = s.Mem.Available
+				return d
+			}
+			d.Action = ActResume
+		}
+		d.Run = RunMerge
+		d.PagesToScan, d.SleepMillisecs = clamp(npages+int64(c.NpagesBoost)), sleep
 		d.Next = State{Started: c.Mode == api.KSMModeAuto, Npages: d.PagesToScan,
-			Sharing: s.KSM.PagesSharing, GainScans: s.KSM.FullScans, Tracking: true}
+			Sharing: s.KSM.PagesSharing, GainScans: s.KSM.FullScans, Tracking: true, Available: s.Mem.Available}
+		d.Soon = d.PagesToScan > uint64(c.NpagesMin)
 		return d
 	}
 	if npages == 0 {
 		npages = int64(s.KSM.PagesToScan)
 	}
 	next := st
+	next.Idle, next.IdleAvailable, next.IdleCommitted, next.IdleTicks = false, 0, 0, 0
+	falling := st.Available > s.Mem.Available && st.Available-s.Mem.Available >= availMargin
+	next.Available = s.Mem.Available
 	if !st.Tracking {
 		next.Sharing, next.GainScans, next.Tracking = s.KSM.PagesSharing, s.KSM.FullScans, true
 	}
@@ -242,7 +318,18 @@ func Decide(c api.KSMConfig, s Sample, st State) Decision {
 		npages += max(int64(c.NpagesBoost), npages)
 		d.Reason = fmt.Sprintf("merging progresses (+%d pages shared)", gain)
 		next.GainScans = s.KSM.FullScans
-	case st.Tracking && quiet >= convergedScans:
+	case st.Tracking && quietEnough(s.KSM, quiet) && c.Mode == api.KSMModeAuto && st.Started && !falling:
+		// ksmtuned keeps ksmd scanning at its rate for good; once a
+		// scan finds nothing new and memory is not falling there is
+		// nothing to gain until memory changes, so stop ksmd (run=0
+		// keeps every merged page) and watch memory instead.
+		d.Action, d.Run = ActIdle, RunStop
+		d.Reason = fmt.Sprintf("no new merges in %d full scans and memory is not falling (%s): stopping ksmd until memory changes; merged pages stay merged", quiet, why)
+		next.Sharing = s.KSM.PagesSharing
+		next.Idle, next.IdleAvailable, next.IdleCommitted = true, s.Mem.Available, s.Committed
+		d.Next = next
+		return d
+	case st.Tracking && quietEnough(s.KSM, quiet):
 		d.Action = ActConverged
 		npages = int64(c.NpagesMin)
 		sleep = min(sleep*convergedSlowdown, 1000)
@@ -260,6 +347,7 @@ func Decide(c api.KSMConfig, s Sample, st State) Decision {
 	next.Npages = clamp(npages)
 	d.PagesToScan, d.SleepMillisecs = next.Npages, sleep
 	d.Next = next
+	d.Soon = next.Npages > uint64(c.NpagesMin)
 	if !d.Changes(s.KSM) {
 		d.Action = ActHold
 	}

@@ -25,6 +25,7 @@ func TestDecide(t *testing.T) {
 	capped.MaxCPU = 20
 	running := Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 5}
 	tracked := State{Started: true, Npages: 600, Sharing: 1000, GainScans: 5, Tracking: true}
+	idle := State{Started: true, Npages: 64, Idle: true, IdleAvailable: 3 * gib, IdleCommitted: 2 * gib}
 	type want struct {
 		Action      string
 		Run         int
@@ -71,14 +72,55 @@ func TestDecide(t *testing.T) {
 			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 100, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 5}},
 			State{Started: true, Npages: 100, Sharing: 1000, GainScans: 5, Tracking: true},
 			want{ActBoost, -1, 400, 10, true}},
-		{"the tail of a merge (under 1% more) does not keep ksmd busy", def,
-			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1009, FullScans: 7}}, tracked,
+		{"the tail of a merge (under 1% more) does not keep ksmd busy: idle", def,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1009, PagesVolatile: 500, FullScans: 7}}, tracked,
+			want{ActIdle, RunStop, 0, 0, true}},
+		{"two full scans without merges, memory steady: stop ksmd (idle), merged pages stay", def,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, PagesVolatile: 500, FullScans: 7}},
+			State{Started: true, Npages: 600, Sharing: 1000, GainScans: 5, Tracking: true, Available: 3 * gib},
+			want{ActIdle, RunStop, 0, 0, true}},
+		{"one full scan without merges and nothing volatile: idle at once", def,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesShared: 100, PagesSharing: 1000, PagesVolatile: 5, FullScans: 6}}, tracked,
+			want{ActIdle, RunStop, 0, 0, true}},
+		{"one full scan without merges but many volatile pages: keep scanning", def,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesShared: 100, PagesSharing: 1000, PagesVolatile: 500, FullScans: 6}}, tracked,
+			want{ActBoost, -1, 1200, 10, true}},
+		{"converged but memory falling: scan slowly instead of stopping", def,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 7}},
+			State{Started: true, Npages: 600, Sharing: 1000, GainScans: 5, Tracking: true, Available: 4 * gib},
 			want{ActConverged, -1, 64, 100, true}},
-		{"two full scans without merges: converged, drop to npages-min", def,
-			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 7}}, tracked,
-			want{ActConverged, -1, 64, 100, true}},
+		{"converged, KSM not started by the tuner: slow, never stopped", def,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 7}},
+			State{Npages: 600, Sharing: 1000, GainScans: 5, Tracking: true},
+			want{ActConverged, -1, 64, 100, false}},
+		{"converged in mode on: slow, never stopped", on,
+			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 7}},
+			State{Npages: 600, Sharing: 1000, GainScans: 5, Tracking: true},
+			want{ActConverged, -1, 64, 100, false}},
+		{"idle, memory steady: ksmd stays stopped", def,
+			Sample{Mem: mem(3), Committed: 2 * gib, KSM: Counters{Run: RunStop, PagesToScan: 600, PagesSharing: 1000, FullScans: 7}}, idle,
+			want{ActIdle, -1, 0, 0, true}},
+		{"idle, available memory fell by more than 2% of RAM: resume", def,
+			Sample{Mem: Meminfo{Total: 16 * gib, Available: 3*gib - gib/2}, Committed: 2 * gib, KSM: Counters{Run: RunStop, PagesToScan: 600, PagesSharing: 1000, FullScans: 7}}, idle,
+			want{ActResume, RunMerge, 364, 10, true}},
+		{"idle, available memory fell by less than 2% of RAM: stay idle", def,
+			Sample{Mem: Meminfo{Total: 16 * gib, Available: 3*gib - gib/8}, Committed: 2 * gib, KSM: Counters{Run: RunStop, PagesToScan: 600, PagesSharing: 1000, FullScans: 7}}, idle,
+			want{ActIdle, -1, 0, 0, true}},
+		{"idle, guests' memory grew: resume", def,
+			Sample{Mem: mem(3), Committed: 2*gib + 128<<20, KSM: Counters{Run: RunStop, PagesToScan: 600, PagesSharing: 1000, FullScans: 7}}, idle,
+			want{ActResume, RunMerge, 364, 10, true}},
+		{"idle for idleRescanTicks decisions: rescan", def,
+			Sample{Mem: mem(3), Committed: 2 * gib, KSM: Counters{Run: RunStop, PagesToScan: 600, PagesSharing: 1000, FullScans: 7}},
+			State{Started: true, Npages: 64, Idle: true, IdleAvailable: 3 * gib, IdleCommitted: 2 * gib, IdleTicks: idleRescanTicks - 1},
+			want{ActResume, RunMerge, 364, 10, true}},
+		{"idle and memory plentiful again: nothing to stop", def,
+			Sample{Mem: mem(10), KSM: Counters{Run: RunStop, PagesSharing: 1000}}, idle,
+			want{ActNone, -1, 0, 0, false}},
+		{"idle, but someone started ksmd: track it again", def,
+			Sample{Mem: mem(3), Committed: 2 * gib, KSM: Counters{Run: RunMerge, PagesToScan: 64, SleepMillisecs: 100, PagesSharing: 1000, FullScans: 7}}, idle,
+			want{ActBoost, -1, 364, 10, true}},
 		{"guests committed, memory not short, stalled: ksmtuned decay", def,
-			Sample{Mem: mem(8), Committed: 13 * gib, KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, FullScans: 6}}, tracked,
+			Sample{Mem: mem(8), Committed: 13 * gib, KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 1000, PagesVolatile: 500, FullScans: 6}}, tracked,
 			want{ActDecay, -1, 550, 10, true}},
 		{"ksmd above max-cpu: scale down to the cap instead of boosting", capped,
 			Sample{Mem: mem(3), KsmdCPU: 0.35, KSM: Counters{Run: RunMerge, PagesToScan: 600, SleepMillisecs: 10, PagesSharing: 5000, FullScans: 6}}, tracked,
@@ -100,8 +142,8 @@ func TestDecide(t *testing.T) {
 			want{ActNone, -1, 0, 0, false}},
 		{"speed already right: hold", def,
 			Sample{Mem: mem(3), KSM: Counters{Run: RunMerge, PagesToScan: 64, SleepMillisecs: 100, PagesSharing: 1000, FullScans: 9}},
-			State{Started: true, Npages: 64, Sharing: 1000, GainScans: 5, Tracking: true},
-			want{ActHold, -1, 64, 100, true}},
+			State{Npages: 64, Sharing: 1000, GainScans: 5, Tracking: true},
+			want{ActHold, -1, 64, 100, false}},
 		{"small host sleeps longer (ksmtuned scaling)", def,
 			Sample{Mem: Meminfo{Total: 4 * gib, Available: gib / 2}, KSM: Counters{Run: RunStop}}, State{},
 			want{ActStart, RunMerge, 300, 40, true}},
@@ -124,8 +166,10 @@ func TestDecide(t *testing.T) {
 }
 
 // TestDecideSequence drives the tuner through a workload's life with a fake
-// memory source: memory runs short, merging progresses and converges, a new
-// workload arrives, memory becomes plentiful again.
+// memory source: memory runs short, merging progresses and converges, ksmd
+// is stopped while memory stays steady, memory falls and scanning resumes,
+// a second convergence while memory is still falling only slows down, and
+// memory becomes plentiful again.
 func TestDecideSequence(t *testing.T) {
 	cfg := DefaultConfig()
 	var st State
@@ -133,26 +177,31 @@ func TestDecideSequence(t *testing.T) {
 	steps := []struct {
 		avail    uint64
 		sharing  uint64
+		volatile uint64
 		scans    uint64
 		want     string
+		wantRun  int
 		wantScan uint64
+		wantSoon bool
 	}{
-		{3, 0, 0, ActStart, 300},
-		{3, 2000, 1, ActBoost, 600},
-		{3, 9000, 2, ActBoost, 1200},
-		{3, 20000, 4, ActBoost, 2400},
-		{3, 20000, 5, ActBoost, 4800}, // memory short, one quiet scan: boost
-		{3, 20000, 6, ActConverged, 64},
-		{3, 20000, 9, ActHold, 64},
-		{3, 25000, 10, ActBoost, 364}, // a new workload merges: boost again
-		{12, 25000, 11, ActStop, 0},
-		{12, 25000, 11, ActNone, 0},
+		{3, 0, 0, 0, ActStart, RunMerge, 300, true},
+		{3, 2000, 5000, 1, ActBoost, -1, 600, true},
+		{3, 9000, 3000, 2, ActBoost, -1, 1200, true},
+		{3, 20000, 200, 4, ActBoost, -1, 2400, true},
+		{3, 20000, 0, 5, ActIdle, RunStop, 0, false}, // one quiet scan, nothing volatile
+		{3, 20000, 0, 5, ActIdle, -1, 0, false},      // memory steady: stays stopped
+		{2, 20000, 0, 5, ActResume, RunMerge, 2700, true},
+		{2, 25000, 900, 6, ActBoost, -1, 5400, true},  // the new memory merges
+		{1, 25000, 0, 7, ActConverged, -1, 64, false}, // quiet, but memory still falling
+		{1, 25000, 0, 8, ActIdle, RunStop, 0, false},
+		{12, 25000, 0, 8, ActNone, -1, 0, false},
 	}
 	for i, s := range steps {
-		k.PagesSharing, k.FullScans = s.sharing, s.scans
+		k.PagesSharing, k.PagesVolatile, k.FullScans = s.sharing, s.volatile, s.scans
 		d := Decide(cfg, Sample{Mem: mem(s.avail), KSM: k}, st)
-		if d.Action != s.want || d.PagesToScan != s.wantScan {
-			t.Fatalf("step %d: got %s pages_to_scan=%d, want %s %d (%s)", i, d.Action, d.PagesToScan, s.want, s.wantScan, d.Reason)
+		if d.Action != s.want || d.Run != s.wantRun || d.PagesToScan != s.wantScan || d.Soon != s.wantSoon {
+			t.Fatalf("step %d: got %s run=%d pages_to_scan=%d soon=%v, want %s run=%d %d soon=%v (%s)",
+				i, d.Action, d.Run, d.PagesToScan, d.Soon, s.want, s.wantRun, s.wantScan, s.wantSoon, d.Reason)
 		}
 		if d.Run >= 0 {
 			k.Run = d.Run

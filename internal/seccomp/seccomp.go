@@ -60,6 +60,9 @@ const (
 	// Offsets in struct seccomp_data.
 	offNr   = 0
 	offArch = 4
+	// Low 32 bits of args[0] and args[2] (little endian).
+	offArg0 = 16
+	offArg2 = 32
 )
 
 // Program returns the filter as classic BPF instructions.
@@ -89,6 +92,43 @@ func Program() []unix.SockFilter {
 	return p
 }
 
+// NoMergeProgram returns a second filter for containers that opted out of
+// KSM (ksm=0): madvise(…, MADV_MERGEABLE) and prctl(PR_SET_MEMORY_MERGE, …)
+// fail with EINVAL, as on a kernel without KSM, so no program inside can
+// make its memory mergeable (QEMU, for one, carries on without). Every
+// other call is left to the main filter (Program), which also refuses
+// other ABIs.
+func NoMergeProgram() []unix.SockFilter {
+	einval := uint32(unix.SECCOMP_RET_ERRNO | (uint32(unix.EINVAL) & unix.SECCOMP_RET_DATA))
+	allow := uint32(unix.SECCOMP_RET_ALLOW)
+	stmt := func(code uint16, k uint32) unix.SockFilter { return unix.SockFilter{Code: code, K: k} }
+	jeq := func(k uint32, jt, jf uint8) unix.SockFilter {
+		return unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: k, Jt: jt, Jf: jf}
+	}
+	ld := func(off uint32) unix.SockFilter { return stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, off) }
+	return []unix.SockFilter{
+		/* 0 */ ld(offArch),
+		/* 1 */ jeq(auditArchX8664, 1, 0), // -> 3, 2
+		/* 2 */ stmt(unix.BPF_RET|unix.BPF_K, allow),
+		/* 3 */ ld(offNr),
+		/* 4 */ jeq(unix.SYS_MADVISE, 0, 2), // -> 5, 7
+		/* 5 */ ld(offArg2),
+		/* 6 */ jeq(unix.MADV_MERGEABLE, 4, 3), // -> 11, 10
+		/* 7 */ jeq(unix.SYS_PRCTL, 0, 2), // -> 8, 10
+		/* 8 */ ld(offArg0),
+		/* 9 */ jeq(unix.PR_SET_MEMORY_MERGE, 1, 0), // -> 11, 10
+		/* 10 */ stmt(unix.BPF_RET|unix.BPF_K, allow),
+		/* 11 */ stmt(unix.BPF_RET|unix.BPF_K, einval),
+	}
+}
+
+// InstallNoMerge loads NoMergeProgram for every thread of the calling
+// process. It must follow Install (which sets no_new_privs); filters stack,
+// and the stricter answer wins.
+func InstallNoMerge() error {
+	return load(NoMergeProgram())
+}
+
 // Install sets no_new_privs and loads the filter for every thread of the
 // calling process (SECCOMP_FILTER_FLAG_TSYNC). The filter is inherited
 // across fork and execve and cannot be removed.
@@ -96,9 +136,16 @@ func Install() error {
 	if runtime.GOARCH != "amd64" {
 		return fmt.Errorf("seccomp filter: only x86-64 is supported, not %s", runtime.GOARCH)
 	}
-	prog := Program()
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("seccomp: set no_new_privs: %w", err)
+	}
+	return load(Program())
+}
+
+// load installs prog on every thread of the calling process.
+func load(prog []unix.SockFilter) error {
+	if runtime.GOARCH != "amd64" {
+		return fmt.Errorf("seccomp filter: only x86-64 is supported, not %s", runtime.GOARCH)
 	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	_, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))

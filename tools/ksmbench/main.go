@@ -76,6 +76,18 @@ type result struct {
 	// Sharing is pages_sharing at the end: pages saved.
 	Sharing   uint64 `json:"pages_sharing"`
 	Decisions int    `json:"decisions"`
+	// Scans90 and ScansWindow are the full scans ksmd completed until T90
+	// and over the window; Scanned90 and ScannedWindow the pages it
+	// scanned (/sys/kernel/mm/ksm/pages_scanned, Linux 6.8+; 0 when
+	// absent): the work behind the CPU figures.
+	Scans90       uint64 `json:"full_scans90"`
+	ScansWindow   uint64 `json:"full_scans_window"`
+	Scanned90     uint64 `json:"pages_scanned90"`
+	ScannedWindow uint64 `json:"pages_scanned_window"`
+	// Foreign is the most pages of other processes ksmd had to scan
+	// during the round (their ksm_rmap_items): mergeable memory of other
+	// programs on a shared host costs ksmd CPU that neither tuner causes.
+	Foreign uint64 `json:"foreign_rmap_items"`
 	// Load is the host's 1-minute load average at the end of the round:
 	// other work competes with ksmd (which runs at nice 5) for the CPUs.
 	Load string `json:"load"`
@@ -233,6 +245,12 @@ func round(ctx context.Context, tuner string, n, procs, mib int, window time.Dur
 	if err != nil {
 		return res, err
 	}
+	scans0, scanned0 := progress(sys)
+	mine := map[int]bool{}
+	for _, w := range ws {
+		mine[w.PID()] = true
+	}
+	res.Foreign = foreign(proc, mine)
 
 	stop, decisions, err := startTuner(tuner, coef)
 	if err != nil {
@@ -263,10 +281,16 @@ func round(ctx context.Context, tuner string, n, procs, mib int, window time.Dur
 			res.T90 = time.Since(start)
 			cpu, _ := proc.CPUTime(ksmd)
 			res.CPU90 = cpu - cpu0
+			scans, scanned := progress(sys)
+			res.Scans90, res.Scanned90 = scans-scans0, scanned-scanned0
+			res.Foreign = max(res.Foreign, foreign(proc, mine))
 		}
 	}
 	cpu, _ := proc.CPUTime(ksmd)
 	res.CPUWindow = cpu - cpu0
+	scans, scanned := progress(sys)
+	res.ScansWindow, res.ScannedWindow = scans-scans0, scanned-scanned0
+	res.Foreign = max(res.Foreign, foreign(proc, mine))
 	for _, w := range ws {
 		if st, err := proc.Stat(w.PID()); err == nil {
 			res.Merged += st.MergingPages
@@ -282,12 +306,50 @@ func round(ctx context.Context, tuner string, n, procs, mib int, window time.Dur
 	return res, nil
 }
 
+// progress returns ksmd's full scans and scanned pages so far (pages 0
+// when the kernel does not count them).
+func progress(sys ksm.Sysfs) (scans, scanned uint64) {
+	c, _ := sys.Read()
+	b, _ := os.ReadFile(filepath.Join(sys.Dir, "pages_scanned"))
+	scanned, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	return c.FullScans, scanned
+}
+
+// foreign sums the KSM rmap items (pages ksmd scans) of processes other
+// than the round's workloads.
+func foreign(proc ksm.Proc, mine map[int]bool) uint64 {
+	all, _ := proc.Merging()
+	var n uint64
+	for pid, st := range all {
+		if !mine[pid] {
+			n += st.RmapItems
+		}
+	}
+	return n
+}
+
 // startTuner starts one tuner and returns its stop function and a counter
 // of the decisions that changed KSM settings.
 func startTuner(tuner string, coef int) (stop func(), decisions func() int, err error) {
 	dir, err := os.MkdirTemp("", "ksmbench-")
 	if err != nil {
 		return nil, nil, err
+	}
+	if n, ok := strings.CutPrefix(tuner, "fixed:"); ok {
+		// A fixed speed set once, for experiments: how the speed alone
+		// changes the time and the CPU needed.
+		pages, err := strconv.ParseUint(n, 10, 64)
+		if err != nil || pages == 0 {
+			return nil, nil, fmt.Errorf("tuner %q: want fixed:PAGES_TO_SCAN", tuner)
+		}
+		sys := ksm.SysfsUnder("")
+		if err := sys.SetSpeed(pages, 10); err != nil {
+			return nil, nil, err
+		}
+		if err := sys.SetRun(context.Background(), ksm.RunMerge); err != nil {
+			return nil, nil, err
+		}
+		return func() {}, func() int { cleanup(dir); return 1 }, nil
 	}
 	switch tuner {
 	case "berth":
@@ -348,6 +410,9 @@ func dur(d time.Duration) string {
 	return d.Round(100 * time.Millisecond).String()
 }
 
+// mega prints a page count in millions.
+func mega(n uint64) string { return fmt.Sprintf("%.2fM", float64(n)/1e6) }
+
 func median(ds []time.Duration) time.Duration {
 	if len(ds) == 0 {
 		return 0
@@ -360,12 +425,14 @@ func median(ds []time.Duration) time.Duration {
 }
 
 func report(w io.Writer, rs []result) {
-	fmt.Fprintln(w, "| tuner | round | time to 90% | ksmd CPU to 90% | ksmd CPU in window | merged pages at end | pages_sharing | setting changes | load avg |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| tuner | round | time to 90% | ksmd CPU to 90% | ksmd CPU in window | full scans to 90% / in window | pages scanned to 90% / in window | merged pages at end | pages_sharing | foreign mergeable pages | setting changes | load avg |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	med := map[string][3][]time.Duration{}
 	shares := map[string]uint64{}
 	for _, r := range rs {
-		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %d of %d | %d | %d | %s |\n", r.Tuner, r.Round, dur(r.T90), r.CPU90, r.CPUWindow, r.Merged, r.Possible, r.Sharing, r.Decisions, r.Load)
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %d / %d | %s / %s | %d of %d | %d | %d | %d | %s |\n", r.Tuner, r.Round, dur(r.T90),
+			r.CPU90.Round(10*time.Millisecond), r.CPUWindow.Round(10*time.Millisecond), r.Scans90, r.ScansWindow, mega(r.Scanned90), mega(r.ScannedWindow),
+			r.Merged, r.Possible, r.Sharing, r.Foreign, r.Decisions, r.Load)
 		m := med[r.Tuner]
 		t90 := r.T90
 		if t90 == 0 {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/ksm"
 )
 
 // Config keys a container understands (guest.Config).
@@ -45,6 +46,8 @@ type settings struct {
 	Privileged bool
 	Init       []string
 	Nets       []nic
+	// KSM is the ksm option: default, on (all memory mergeable) or off.
+	KSM ksm.Choice
 }
 
 // nic is one netN option: "name=eth0,bridge=vmbr0,ip=dhcp|CIDR,gw=IP,hwaddr=MAC".
@@ -155,9 +158,14 @@ func parse(g api.Guest, cpus int) (settings, map[string]string) {
 		s.Nets = append(s.Nets, n)
 	}
 	sort.Slice(s.Nets, func(i, j int) bool { return s.Nets[i].Index < s.Nets[j].Index })
+	if ch, err := ksm.GuestChoice(g); err != nil {
+		bad[ksm.GuestKey] = err.Error()
+	} else {
+		s.KSM = ch
+	}
 	for k := range c {
-		if !known(k) {
-			bad[k] = "unknown container option (known: image, hostname, memory, swap, cores, cpulimit, cpuunits, pids, privileged, init, net0-net9)"
+		if !known(k) && k != ksm.GuestKey {
+			bad[k] = "unknown container option (known: image, hostname, memory, swap, cores, cpulimit, cpuunits, pids, privileged, init, net0-net9, ksm)"
 		}
 	}
 	return s, bad

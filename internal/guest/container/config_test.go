@@ -34,6 +34,9 @@ func TestParse(t *testing.T) {
 		{"net multicast mac", map[string]string{"image": "bb", "net0": "bridge=b,hwaddr=01:00:5e:00:00:01"}, map[string]string{"net0": "unicast"}},
 		{"net dup name", map[string]string{"image": "bb", "net0": "bridge=b", "net1": "bridge=b,name=eth0"}, map[string]string{"net1": "also used"}},
 		{"unknown key", map[string]string{"image": "bb", "colour": "blue"}, map[string]string{"colour": "unknown container option"}},
+		{"ksm opt-out", map[string]string{"image": "bb", "ksm": "0"}, nil},
+		{"ksm opt-in", map[string]string{"image": "bb", "ksm": "1"}, nil},
+		{"bad ksm", map[string]string{"image": "bb", "ksm": "perhaps"}, map[string]string{"ksm": "use 1 to allow merging this guest's memory or 0 to opt out"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, bad := parse(api.Guest{ID: 101, Config: tc.cfg}, 4)

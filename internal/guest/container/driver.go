@@ -38,6 +38,7 @@ import (
 	"github.com/berthhq/berth/internal/cgroup"
 	"github.com/berthhq/berth/internal/ctinit"
 	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/store"
 )
 
@@ -71,6 +72,10 @@ type Options struct {
 	// IPTool is ip(8); default found in PATH.
 	IPTool string
 	Log    *slog.Logger
+	// KSMAllowed tells whether the node lets guests' memory be merged
+	// (its KSM mode is not off); nil means it does. When it does not,
+	// containers start as with ksm=0.
+	KSMAllowed func(context.Context) bool
 }
 
 // Driver runs system containers. It is safe for concurrent use.
@@ -264,6 +269,9 @@ type runtimeState struct {
 	HaltSignal int    `json:"haltsignal"`
 	Privileged bool   `json:"privileged,omitempty"`
 	Started    int64  `json:"started"`
+	// KSM is the KSM choice init was started with (ctinit.Spec.KSM);
+	// exec'd commands get the same.
+	KSM string `json:"ksm,omitempty"`
 }
 
 // running returns the state of guest id's init if it is alive.
@@ -466,7 +474,8 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 		return err
 	}
 	defer unix.Close(rootFD)
-	spec := ctinit.Spec{Root: d.rootMount(id), Hostname: s.Hostname, Init: s.Init, Privileged: s.Privileged, IPTool: d.o.IPTool}
+	merge, _ := ksm.EffectiveChoice(cfg, d.o.KSMAllowed == nil || d.o.KSMAllowed(ctx))
+	spec := ctinit.Spec{Root: d.rootMount(id), Hostname: s.Hostname, Init: s.Init, Privileged: s.Privileged, IPTool: d.o.IPTool, KSM: merge.String()}
 	for _, n := range s.Nets {
 		if err := d.addNIC(id, pid, n); err != nil {
 			return fmt.Errorf("net%d: %w", n.Index, err)
@@ -488,7 +497,7 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 		return fmt.Errorf("container init exited at once: see %s", d.consoleLog(id))
 	}
 	rs := runtimeState{PID: pid, StartTime: st, HaltSignal: int(haltSignal(lower, d.upper(id), s.Init)),
-		Privileged: s.Privileged, Started: time.Now().Unix()}
+		Privileged: s.Privileged, Started: time.Now().Unix(), KSM: spec.KSM}
 	b, _ := json.Marshal(rs)
 	if err := atomicfile.WriteFile(d.pidFile(id), b, 0o600); err != nil {
 		return err
@@ -505,9 +514,22 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 		d.mu.Unlock()
 	}()
 	if log != nil {
-		log.Printf("container %d started: init PID %d, hostname %s", id, pid, s.Hostname)
+		log.Printf("container %d started: init PID %d, hostname %s, KSM %s", id, pid, s.Hostname, ksmNote(s.KSM, merge))
 	}
 	return nil
+}
+
+// ksmNote says how a container's memory meets KSM, for the start log.
+func ksmNote(asked, got ksm.Choice) string {
+	switch {
+	case got == ksm.ChoiceOff && asked != ksm.ChoiceOff:
+		return "off (disabled on this node): nothing inside can make memory mergeable"
+	case got == ksm.ChoiceOff:
+		return "off (ksm=0): nothing inside can make memory mergeable"
+	case got == ksm.ChoiceOn:
+		return "on (ksm=1): all memory mergeable"
+	}
+	return "default: only memory that programs mark mergeable"
 }
 
 // overlayMount builds the container's root as a detached overlayfs mount:

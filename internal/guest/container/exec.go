@@ -54,6 +54,9 @@ func (d *Driver) Exec(ctx context.Context, cfg api.Guest, req guest.ExecRequest)
 	if rs.Privileged {
 		args = append(args, "--privileged")
 	}
+	if rs.KSM != "" {
+		args = append(args, "--ksm", rs.KSM)
+	}
 	for _, dir := range grp.Dirs() {
 		args = append(args, "--cgroup", dir)
 	}
@@ -218,6 +221,7 @@ func ExecHelper(args []string, stderr io.Writer) int {
 	start := fs.Uint64("start", 0, "init start time")
 	priv := fs.Bool("privileged", false, "no user namespace")
 	cwd := fs.String("cwd", "/", "working directory")
+	ksmChoice := fs.String("ksm", "", "the container's KSM choice (on, off, default)")
 	var cgroups, env multiFlag
 	fs.Var(&cgroups, "cgroup", "cgroup directory to join (repeatable)")
 	fs.Var(&env, "env", "VAR=VALUE (repeatable)")
@@ -230,7 +234,7 @@ func ExecHelper(args []string, stderr io.Writer) int {
 			return ExitHelperFailed
 		}
 	}
-	code, err := ctinit.Join(ctinit.JoinSpec{PID: *pid, StartTime: *start, Privileged: *priv, Argv: fs.Args(), Env: env, Cwd: *cwd})
+	code, err := ctinit.Join(ctinit.JoinSpec{PID: *pid, StartTime: *start, Privileged: *priv, Argv: fs.Args(), Env: env, Cwd: *cwd, KSM: *ksmChoice})
 	if err != nil {
 		fmt.Fprintf(stderr, "berth exec: %v\n", err)
 		return ExitHelperFailed

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/tap"
 )
 
@@ -50,6 +51,9 @@ type Spec struct {
 	Kernel    string
 	Initrd    string
 	Append    string
+	// Merge is false when the VM opts out of KSM (ksm=0): QEMU then
+	// does not mark its RAM mergeable (-machine mem-merge=off).
+	Merge bool
 }
 
 // ParseSize reads "8G", "512M", "1T", "4096K" or a plain number of bytes.
@@ -224,7 +228,12 @@ func ParseSpec(cfg map[string]string) (Spec, map[string]string) {
 	}
 	intOpt("memory", 16, 4<<20, &s.MemoryMiB)
 	intOpt("cores", 1, 256, &s.Cores)
-	known := map[string]bool{"memory": true, "cores": true, "cdrom": true, "boot": true, "bios": true, "kernel": true, "initrd": true, "append": true}
+	known := map[string]bool{"memory": true, "cores": true, "cdrom": true, "boot": true, "bios": true, "kernel": true, "initrd": true, "append": true, ksm.GuestKey: true}
+	merge, err := ksm.GuestMerge(api.Guest{Config: cfg})
+	if err != nil {
+		errs[ksm.GuestKey] = err.Error()
+	}
+	s.Merge = merge
 	for i := range MaxDisks {
 		k := fmt.Sprintf("disk%d", i)
 		known[k] = true
@@ -251,7 +260,7 @@ func ParseSpec(cfg map[string]string) (Spec, map[string]string) {
 	}
 	for k := range cfg {
 		if !known[k] {
-			errs[k] = "unknown VM option (known: memory, cores, disk0-7, net0-7, cdrom, boot, bios, kernel, initrd, append)"
+			errs[k] = "unknown VM option (known: memory, cores, disk0-7, net0-7, cdrom, boot, bios, kernel, initrd, append, ksm)"
 		}
 	}
 	for _, k := range []string{"cdrom", "kernel", "initrd"} {

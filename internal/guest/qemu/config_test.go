@@ -14,14 +14,17 @@ func TestParseSpec(t *testing.T) {
 		want    Spec
 		wantErr map[string]string // field -> substring
 	}{
-		{name: "defaults", cfg: map[string]string{}, want: Spec{MemoryMiB: 512, Cores: 1, BIOS: "seabios", Boot: []string{"disk", "cdrom", "net"}}},
+		{name: "defaults", cfg: map[string]string{}, want: Spec{MemoryMiB: 512, Cores: 1, BIOS: "seabios", Boot: []string{"disk", "cdrom", "net"}, Merge: true}},
+		{name: "ksm opt-out", cfg: map[string]string{"ksm": "0"}, want: Spec{MemoryMiB: 512, Cores: 1, BIOS: "seabios", Boot: []string{"disk", "cdrom", "net"}, Merge: false}},
+		{name: "ksm opt-in", cfg: map[string]string{"ksm": "1"}, want: Spec{MemoryMiB: 512, Cores: 1, BIOS: "seabios", Boot: []string{"disk", "cdrom", "net"}, Merge: true}},
+		{name: "bad ksm", cfg: map[string]string{"ksm": "maybe"}, wantErr: map[string]string{"ksm": "use 1 to allow merging this guest's memory or 0 to opt out"}},
 		{name: "full", cfg: map[string]string{"memory": "1024", "cores": "2", "disk0": "size=8G", "disk1": "backing=/img/base.raw",
 			"net0": "bridge=vmbr0,model=e1000,macaddr=52:54:00:AA:bb:cc", "boot": "order=net,disk", "bios": "ovmf",
 			"kernel": "/k", "initrd": "/i", "append": "console=ttyS0"},
 			want: Spec{MemoryMiB: 1024, Cores: 2, BIOS: "ovmf", Boot: []string{"net", "disk"},
 				Disks:  []Disk{{Key: "disk0", Size: 8 << 30, Format: "qcow2"}, {Key: "disk1", Backing: "/img/base.raw", Format: "qcow2"}},
 				NICs:   []NIC{{Key: "net0", Bridge: "vmbr0", Model: "e1000", MAC: "52:54:00:aa:bb:cc"}},
-				Kernel: "/k", Initrd: "/i", Append: "console=ttyS0"}},
+				Kernel: "/k", Initrd: "/i", Append: "console=ttyS0", Merge: true}},
 		{name: "bad mac", cfg: map[string]string{"net0": "bridge=vmbr0,macaddr=zz:54:00:aa:bb:cc"}, wantErr: map[string]string{"net0": "not a MAC"}},
 		{name: "multicast mac", cfg: map[string]string{"net0": "bridge=vmbr0,macaddr=01:00:5e:00:00:01"}, wantErr: map[string]string{"net0": "multicast"}},
 		{name: "no bridge", cfg: map[string]string{"net0": "model=e1000"}, wantErr: map[string]string{"net0": "bridge= is required"}},
@@ -74,6 +77,13 @@ func TestArgs(t *testing.T) {
 	}
 	if strings.Contains(strings.Join(d.Args(100, s, true), " "), "accel=tcg") {
 		t.Error("kvm=true still selects TCG")
+	}
+	if !strings.Contains(got, "-machine mem-merge=on") {
+		t.Errorf("args %q: a VM without ksm= is not mergeable", got)
+	}
+	s.Merge = false
+	if got := strings.Join(d.Args(100, s, false), " "); !strings.Contains(got, "-machine mem-merge=off") || strings.Contains(got, "mem-merge=on") {
+		t.Errorf("args %q: ksm=0 does not give mem-merge=off", got)
 	}
 }
 

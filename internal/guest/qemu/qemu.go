@@ -25,6 +25,7 @@ import (
 	"github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/guest"
 	"github.com/berthhq/berth/internal/hostproc"
+	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/qmp"
 	"github.com/berthhq/berth/internal/tap"
 )
@@ -43,6 +44,10 @@ type Driver struct {
 	Net                tap.Net
 	Proc               hostproc.Proc
 	Log                *slog.Logger
+	// KSMAllowed tells whether the node lets guests' memory be merged
+	// (its KSM mode is not off); nil means it does. A VM starts with
+	// mem-merge=off when it does not or the VM says ksm=0.
+	KSMAllowed func(context.Context) bool
 }
 
 // New returns a driver for VMs under root on the real host.
@@ -292,6 +297,9 @@ func (d *Driver) Args(id int, s Spec, kvm bool) []string {
 		"-qmp", fmt.Sprintf("unix:%s,server=on,wait=off", p.qmp),
 		"-pidfile", p.pid, "-daemonize",
 	}
+	// QEMU merges repeated -machine options; mem-merge decides whether
+	// it madvises guest RAM MADV_MERGEABLE (internal/ksm).
+	a = append(a, "-machine", ksm.QEMUMachineOption(s.Merge))
 	if kvm {
 		a = append(a, "-cpu", "host")
 	}
@@ -367,6 +375,12 @@ func (d *Driver) Start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	accel := "TCG (software emulation: no usable " + d.KVM + ")"
 	if kvm {
 		accel = "KVM"
+	}
+	if !s.Merge {
+		log.Printf("memory not mergeable by KSM (ksm=0)")
+	} else if d.KSMAllowed != nil && !d.KSMAllowed(ctx) {
+		s.Merge = false
+		log.Printf("memory not mergeable by KSM: KSM is disabled on this node (berth ksm disable)")
 	}
 	log.Printf("starting QEMU with %s, %d MiB, %d cores", accel, s.MemoryMiB, s.Cores)
 	cmd := exec.CommandContext(ctx, d.QEMU, d.Args(cfg.ID, s, kvm)...)
