@@ -79,6 +79,12 @@ type KSMProcess struct {
 	Guest int `json:"guest,omitempty"`
 	// GuestKind is the kind of that guest.
 	GuestKind GuestKind `json:"guest-kind,omitempty"`
+	// GuestKSM is that guest's KSM choice from its configuration: "on"
+	// (ksm=1), "off" (ksm=0: its memory is never merged) or "default"
+	// (VMs mergeable; containers only what programs mark). It applies
+	// from the guest's next start, and every guest starts as "off"
+	// while the node's KSM mode is off.
+	GuestKSM string `json:"guest-ksm,omitempty"`
 	// MergingPages is how many of the process's pages are merged
 	// (/proc/PID/ksm_merging_pages).
 	MergingPages uint64 `json:"merging-pages"`

@@ -106,7 +106,8 @@ func (sv *Services) KSMGuests(ctx context.Context) ([]ksm.GuestProc, error) {
 			continue
 		}
 		if st.PID > 0 {
-			out = append(out, ksm.GuestProc{ID: g.ID, Kind: g.Kind, PID: st.PID})
+			choice, _ := ksm.GuestChoice(g)
+			out = append(out, ksm.GuestProc{ID: g.ID, Kind: g.Kind, PID: st.PID, Choice: choice})
 		}
 	}
 	return out, errors.Join(errs...)

@@ -44,13 +44,17 @@ func TestKSMGuests(t *testing.T) {
 	defer st.Close()
 	reg := guest.NewRegistry(st, pidDriver{pids: map[int]int{101: 4242, 102: 0, 103: -1, 104: 777}})
 	for _, id := range []int{101, 102, 103, 104} {
-		if _, err := reg.Create(t.Context(), wire.Guest{ID: id, Kind: wire.GuestVM}); err != nil {
+		g := wire.Guest{ID: id, Kind: wire.GuestVM}
+		if id == 104 {
+			g.Config = map[string]string{"ksm": "0"}
+		}
+		if _, err := reg.Create(t.Context(), g); err != nil {
 			t.Fatal(err)
 		}
 	}
 	sv := &Services{Guests: reg}
 	got, err := sv.KSMGuests(t.Context())
-	want := []ksm.GuestProc{{ID: 101, Kind: wire.GuestVM, PID: 4242}, {ID: 104, Kind: wire.GuestVM, PID: 777}}
+	want := []ksm.GuestProc{{ID: 101, Kind: wire.GuestVM, PID: 4242}, {ID: 104, Kind: wire.GuestVM, PID: 777, Choice: ksm.ChoiceOff}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("mismatch (-want +got):\n%s", diff)
 	}

@@ -78,17 +78,28 @@ func (e *env) ksmStatus() *cobra.Command {
 					return
 				}
 				fmt.Fprintln(w)
-				row(w, "GUEST", "KIND", "PID", "COMMAND", "MERGED PAGES", "MERGED", "WHOLE PROCESS")
+				row(w, "GUEST", "KIND", "KSM CHOICE", "PID", "COMMAND", "MERGED PAGES", "MERGED", "WHOLE PROCESS")
 				for _, p := range s.Processes {
-					g, k := "-", "-"
+					g, k, c := "-", "-", "-"
 					if p.Guest != 0 {
-						g, k = fmt.Sprint(p.Guest), string(p.GuestKind)
+						g, k, c = fmt.Sprint(p.Guest), string(p.GuestKind), ksmChoice(p.GuestKSM)
 					}
-					row(w, g, k, p.PID, p.Command, p.MergingPages, mib(p.MergingPages), yes(p.MergeAny))
+					row(w, g, k, c, p.PID, p.Command, p.MergingPages, mib(p.MergingPages), yes(p.MergeAny))
 				}
 			})
 		},
 	}
+}
+
+// ksmChoice shows a guest's KSM choice as its option.
+func ksmChoice(c string) string {
+	switch c {
+	case "on":
+		return "ksm=1"
+	case "off":
+		return "ksm=0"
+	}
+	return "default"
 }
 
 func yes(b bool) string {

@@ -25,6 +25,8 @@ import (
 	"github.com/berthhq/berth/internal/auth"
 	"github.com/berthhq/berth/internal/certs"
 	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/guest/container"
+	"github.com/berthhq/berth/internal/guest/qemu"
 	"github.com/berthhq/berth/internal/hostnet"
 	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/netboot"
@@ -149,6 +151,15 @@ func Run(ctx context.Context, o Options) error {
 	sv.KSM = ksm.New(ksm.Options{Sysfs: ksm.SysfsUnder(o.Host.Sys), Proc: ksm.Proc(o.Host.Proc), Store: st, Log: log.With("area", "ksm"), Guests: sv.KSMGuests})
 	if err := sv.KSM.Repair(ctx); err != nil {
 		log.Warn("KSM repair at start", "err", err)
+	}
+	// Guests start unmergeable while the node's KSM mode is off.
+	for _, d := range o.Drivers {
+		switch d := d.(type) {
+		case *qemu.Driver:
+			d.KSMAllowed = sv.KSM.MergeAllowed
+		case *container.Driver:
+			d.SetKSMAllowed(sv.KSM.MergeAllowed)
+		}
 	}
 	sv.Images = imgs
 	// Host networking: staged interfaces changes, live apply, and pending

@@ -23,37 +23,7 @@ func TestMain(m *testing.M) {
 // hostKSM gates a test on BERTH_TEST_ROOT=1 and the host's KSM, takes the
 // host-wide KSM lock and restores run, pages_to_scan and sleep_millisecs
 // when the test ends.
-func hostKSM(t *testing.T) ksm.Sysfs {
-	t.Helper()
-	if os.Getenv("BERTH_TEST_ROOT") != "1" {
-		t.Skip("changes the host's KSM: set BERTH_TEST_ROOT=1 (make test does, as root)")
-	}
-	s := ksm.Sysfs{Dir: ksm.DefaultDir}
-	if !s.Supported() {
-		t.Skip("this kernel has no KSM (/sys/kernel/mm/ksm)")
-	}
-	// Lock first: a benchmark holding the lock may be running ksmtuned.
-	unlock, err := ksmtest.Lock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pid, name := ksmtest.ForeignTuner(); pid != 0 {
-		unlock()
-		t.Fatalf("%s (pid %d) runs on this host and would change KSM under the test: stop it (systemctl disable --now ksmtuned)", name, pid)
-	}
-	restore, err := ksmtest.Save(s.Dir)
-	if err != nil {
-		unlock()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := restore(); err != nil {
-			t.Error(err)
-		}
-		unlock()
-	})
-	return s
-}
+func hostKSM(t *testing.T) ksm.Sysfs { return ksmtest.Host(t) }
 
 func startWorkload(t *testing.T, spec ksmtest.Spec) *ksmtest.Process {
 	t.Helper()
@@ -124,7 +94,7 @@ func TestHostMergeAndUnmerge(t *testing.T) {
 	optOut := startWorkload(t, ksmtest.Spec{MiB: mib, Seed: 7, Mark: ksmtest.MarkNone})
 	pages := uint64(a.Spec.Pages())
 
-	svc := newService(t, s, []ksm.GuestProc{{ID: 101, Kind: api.GuestVM, PID: a.PID()}, {ID: 102, Kind: api.GuestContainer, PID: optOut.PID()}})
+	svc := newService(t, s, []ksm.GuestProc{{ID: 101, Kind: api.GuestVM, PID: a.PID()}, {ID: 102, Kind: api.GuestContainer, PID: optOut.PID(), Choice: ksm.ChoiceOff}})
 	// Fast scanning so the test takes seconds: enable starts at
 	// npages-boost (clamped to npages-max).
 	boost, max := 5000, 5000
@@ -158,7 +128,10 @@ func TestHostMergeAndUnmerge(t *testing.T) {
 	if p := byPID[a.PID()]; p.Guest != 101 || p.GuestKind != api.GuestVM || p.MergingPages < pages*95/100 {
 		t.Errorf("guest 101's process: %+v", p)
 	}
-	if p, ok := byPID[optOut.PID()]; !ok || p.Guest != 102 || p.MergingPages != 0 {
+	if p := byPID[a.PID()]; p.GuestKSM != "default" {
+		t.Errorf("guest 101's KSM choice = %q, want default", p.GuestKSM)
+	}
+	if p, ok := byPID[optOut.PID()]; !ok || p.Guest != 102 || p.MergingPages != 0 || p.GuestKSM != "off" {
 		t.Errorf("opted-out guest 102's process: %+v (listed %v)", p, ok)
 	}
 	if p := byPID[c.PID()]; !p.MergeAny || p.Guest != 0 {

@@ -35,6 +35,8 @@ type GuestProc struct {
 	ID   int
 	Kind api.GuestKind
 	PID  int
+	// Choice is the guest's configured KSM choice (its ksm option).
+	Choice Choice
 }
 
 // Options configure a Service.
@@ -468,7 +470,7 @@ func (s *Service) processes(ctx context.Context) ([]api.KSMProcess, error) {
 	add := func(pid int, ps ProcStat) {
 		p := api.KSMProcess{PID: pid, Command: s.o.Proc.Comm(pid), MergingPages: ps.MergingPages, Profit: ps.Profit, MergeAny: ps.MergeAny}
 		if g, ok := s.guestOf(pid, guests); ok {
-			p.Guest, p.GuestKind = g.ID, g.Kind
+			p.Guest, p.GuestKind, p.GuestKSM = g.ID, g.Kind, g.Choice.String()
 		}
 		out = append(out, p)
 		seen[pid] = true

@@ -135,6 +135,10 @@ func New(o Options) (*Driver, error) {
 	return d, nil
 }
 
+// SetKSMAllowed sets Options.KSMAllowed after New: the daemon's KSM
+// service comes later than its drivers. Call it before starting guests.
+func (d *Driver) SetKSMAllowed(f func(context.Context) bool) { d.o.KSMAllowed = f }
+
 // Kind is api.GuestContainer.
 func (d *Driver) Kind() api.GuestKind { return api.GuestContainer }
 

@@ -52,10 +52,6 @@ func buildKSMWork(t *testing.T) []byte {
 // carry the no-merge filter too.
 func TestKSMChoice(t *testing.T) {
 	e := newEnv(t)
-	sys := ksm.SysfsUnder("")
-	if !sys.Supported() {
-		t.Skip("this kernel has no KSM (/sys/kernel/mm/ksm)")
-	}
 	es, err := cttest.BusyboxEntries()
 	if err != nil {
 		t.Fatal(err)
@@ -75,26 +71,7 @@ func TestKSMChoice(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	unlock, err := ksmtest.Lock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unlock()
-	if pid, name := ksmtest.ForeignTuner(); pid != 0 {
-		t.Fatalf("%s (pid %d) runs and would change KSM under the test: systemctl disable --now ksmtuned", name, pid)
-	}
-	restore, err := ksmtest.Save(sys.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := sys.SetRun(context.Background(), ksm.RunUnmerge); err != nil {
-			t.Error(err)
-		}
-		if err := restore(); err != nil {
-			t.Error(err)
-		}
-	}()
+	sys := ksmtest.Host(t)
 
 	const mib = 16
 	pages := uint64(mib << 20 / os.Getpagesize())
@@ -147,16 +124,7 @@ func TestKSMChoice(t *testing.T) {
 
 	// Merge fast until the mergeable ones are merged and ksmd has gone
 	// over everything at least twice more.
-	c0, err := sys.Read()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sys.SetSpeed(5000, 10); err != nil {
-		t.Fatal(err)
-	}
-	if err := sys.SetRun(ctx, ksm.RunMerge); err != nil {
-		t.Fatal(err)
-	}
+	c0 := ksmtest.MergeFast(t, sys)
 	deadline = time.Now().Add(90 * time.Second)
 	for {
 		c, err := sys.Read()

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/tap"
 )
 
@@ -182,7 +184,16 @@ func DefaultMAC(id, index int) string {
 func ParseSpec(cfg map[string]string) (Spec, map[string]string) {
 	errs := map[string]string{}
 	s := Spec{MemoryMiB: 128, Console: "fd", Serial: "null", Kernel: "/usr/bin/linux"}
-	known := map[string]bool{"memory": true, "console": true, "serial": true, "append": true, "kernel": true}
+	known := map[string]bool{"memory": true, "console": true, "serial": true, "append": true, "kernel": true, ksm.GuestKey: true}
+	// UML's guest memory is a MAP_SHARED mapping of a temporary file
+	// (the UML kernel maps it into each guest process), and KSM merges
+	// only private anonymous memory: ksm=0 always holds, ksm=1 never can.
+	switch c, err := ksm.GuestChoice(api.Guest{Config: cfg}); {
+	case err != nil:
+		errs[ksm.GuestKey] = err.Error()
+	case c == ksm.ChoiceOn:
+		errs[ksm.GuestKey] = "a UML guest's memory is a shared file mapping, which KSM cannot merge: remove ksm=1 (ksm=0 is accepted and always true)"
+	}
 	if v, ok := cfg["memory"]; ok {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 16 || n > 1<<20 {
@@ -249,7 +260,7 @@ func ParseSpec(cfg map[string]string) (Spec, map[string]string) {
 	}
 	for k := range cfg {
 		if !known[k] {
-			errs[k] = "unknown UML option (known: memory, disk0-7, net0-7, console, serial, append, kernel)"
+			errs[k] = "unknown UML option (known: memory, disk0-7, net0-7, console, serial, append, kernel, ksm)"
 		}
 	}
 	if len(errs) > 0 {

@@ -40,11 +40,16 @@ func TestParseSpecErrors(t *testing.T) {
 		{map[string]string{"append": "ubd1=/x"}, "append", "set by berth"},
 		{map[string]string{"memory": "8"}, "memory", "16 to"},
 		{map[string]string{"cores": "2"}, "cores", "unknown UML option"},
+		{map[string]string{"ksm": "1"}, "ksm", "shared file mapping, which KSM cannot merge"},
+		{map[string]string{"ksm": "sometimes"}, "ksm", "use 1 to allow merging"},
 	} {
 		_, errs := ParseSpec(tc.cfg)
 		if !strings.Contains(errs[tc.key], tc.want) {
 			t.Errorf("ParseSpec(%v)[%s] = %q, want %q", tc.cfg, tc.key, errs[tc.key], tc.want)
 		}
+	}
+	if _, errs := ParseSpec(map[string]string{"ksm": "0"}); errs != nil {
+		t.Errorf("ParseSpec(ksm=0) = %v: the opt-out always holds for UML and must be accepted", errs)
 	}
 }
 

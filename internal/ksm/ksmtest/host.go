@@ -1,13 +1,56 @@
 package ksmtest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berthhq/berth/internal/ksm"
 )
+
+// Host prepares a test that changes this host's real KSM: it skips without
+// BERTH_TEST_ROOT=1 or without KSM, takes the host-wide lock, fails if a
+// foreign ksmtuned runs, and at cleanup unmerges every page and restores
+// run, pages_to_scan and sleep_millisecs. It returns the KSM sysfs.
+func Host(t testing.TB) ksm.Sysfs {
+	t.Helper()
+	if os.Getenv("BERTH_TEST_ROOT") != "1" {
+		t.Skip("changes the host's KSM: set BERTH_TEST_ROOT=1 (make test does, as root)")
+	}
+	s := ksm.Sysfs{Dir: ksm.DefaultDir}
+	if !s.Supported() {
+		t.Skip("this kernel has no KSM (/sys/kernel/mm/ksm)")
+	}
+	// Lock first: a benchmark holding the lock may be running ksmtuned.
+	unlock, err := Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid, name := ForeignTuner(); pid != 0 {
+		unlock()
+		t.Fatalf("%s (pid %d) runs on this host and would change KSM under the test: stop it (systemctl disable --now ksmtuned)", name, pid)
+	}
+	restore, err := Save(s.Dir)
+	if err != nil {
+		unlock()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.SetRun(context.Background(), ksm.RunUnmerge); err != nil {
+			t.Error(err)
+		}
+		if err := restore(); err != nil {
+			t.Error(err)
+		}
+		unlock()
+	})
+	return s
+}
 
 // LockPath is the file whose lock serialises tests and benchmarks that
 // change the host's KSM, across test binaries that `go test ./...` runs in
@@ -26,6 +69,23 @@ func Lock() (func(), error) {
 		return nil, fmt.Errorf("lock %s: %w", LockPath, err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// MergeFast starts ksmd at a test speed (5000 pages every 10 ms) and
+// returns the counters from just before, to count full scans from.
+func MergeFast(t testing.TB, s ksm.Sysfs) ksm.Counters {
+	t.Helper()
+	c0, err := s.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSpeed(5000, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetRun(context.Background(), ksm.RunMerge); err != nil {
+		t.Fatal(err)
+	}
+	return c0
 }
 
 // saved are the settings a KSM test may change and must restore.
