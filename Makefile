@@ -100,9 +100,10 @@ bench-netboot-root: deps
 bench: bench-ksm bench-image bench-boot bench-netboot-tftp bench-netboot-dhcp bench-netboot-pxe bench-net bench-ct bench-netboot-root bench-vm
 	$(GO) run ./tools/apibench -duration 5s -rounds 3 -concurrency 32
 
-## bench-vm: boot to marker of one busybox ext4 root as a UML guest and a
-## QEMU VM (TCG without /dev/kvm), host memory per idle guest, and a
-## fork/exec loop inside UML beside the host (root; see BENCHMARKS.md).
+## bench-vm: boot to marker of one berth image (busybox root + Debian
+## kernel, disks made by berth) as a container, a UML guest and a QEMU VM
+## (TCG without /dev/kvm), host memory per idle guest, and a fork/exec loop
+## inside UML beside the host (root; see BENCHMARKS.md).
 bench-vm: deps
 	$(GO) run ./tools/vmbench -rounds 2 -forks 100
 

@@ -98,4 +98,6 @@ type ImageDiskRequest struct {
 	// Size of the disk, e.g. "2G" (default: the root's size plus
 	// headroom).
 	Size string `json:"size,omitempty"`
+	// Append is added to the kernel command line of the bootable disks.
+	Append string `json:"append,omitempty"`
 }

@@ -104,7 +104,7 @@ func (sv *Services) imageDisks(r *Request) (any, error) {
 		return nil, err
 	}
 	name := r.PathValue("name")
-	d := image.DiskOptions{Formats: in.Formats, Size: in.Size}
+	d := image.DiskOptions{Formats: in.Formats, Size: in.Size, Append: in.Append}
 	if err := s.CheckDisks(r.Context(), name, &d); err != nil {
 		return nil, err
 	}

@@ -135,7 +135,13 @@ func (e *env) imageDisk() *cobra.Command {
   qcow2  disk.qcow2, the same disk as qcow2
 
 raw and qcow2 need a kernel in the image (build it with --disk raw, or
---include linux-image-amd64). Existing disks of the image are replaced.`,
+--include linux-image-amd64). --append adds to the bootable disks' kernel
+command line. Existing disks of the image are replaced, unless guests use
+the image (their overlays and COW files depend on the disks: exit 4).
+
+Guests use them with 'berth vm create ID --disk image=NAME' (a per-VM qcow2
+overlay on disk.qcow2 or disk.raw) and 'berth uml create ID --disk
+image=NAME' (a per-guest COW file over root.ext4); nothing is copied.`,
 		Args: exactArgs(1, "an image name"),
 		RunE: func(c *cobra.Command, args []string) error {
 			return e.runTask(c.Context(), "POST", "/api/v1/images/"+url.PathEscape(args[0])+"/disks", d, bg)
@@ -143,6 +149,7 @@ raw and qcow2 need a kernel in the image (build it with --disk raw, or
 	}
 	c.Flags().StringSliceVar(&d.Formats, "format", nil, "ext4, raw or qcow2 (repeatable)")
 	c.Flags().StringVar(&d.Size, "size", "", "disk size, e.g. 4G (default: the root's size plus headroom)")
+	c.Flags().StringVar(&d.Append, "append", "", "extra kernel command line of the bootable disks")
 	asyncFlags(c, &bg)
 	return c
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -137,21 +138,26 @@ func TestScripts(t *testing.T) {
 				}
 				ts.Setenv(args[0], strings.TrimSpace(m[1]))
 			},
-			// vmimages DIR [kernel]: build the VM/UML test images
-			// (internal/vmtest) in DIR and set ROOTIMG, and with
-			// "kernel" also KERNEL and INITRD.
-			"vmimages": func(ts *testscript.TestScript, neg bool, args []string) {
-				im, err := vmtest.Build(args[0], len(args) > 1 && args[1] == "kernel")
+			// vmroot DIR [kernel]: write the VM/UML test root
+			// (internal/vmtest; with "kernel", Debian's kernel and an
+			// initramfs in /boot) as a tarball in DIR for berth image
+			// import, and set ROOTTAR, UMLID and VMID to guest IDs and
+			// NET to a test subnet (A.B.C), all unique to this process.
+			"vmroot": func(ts *testscript.TestScript, neg bool, args []string) {
+				os.MkdirAll(args[0], 0o755)
+				tarball, err := vmtest.RootTar(args[0], len(args) > 1 && args[1] == "kernel")
 				ts.Check(err)
 				// A failing script leaves its guests running: kill every
 				// process whose command line names this script's work
 				// directory.
 				work := ts.Getenv("WORK")
 				ts.Defer(func() { vmtest.KillUnder(work) })
-				os.Chmod(im.Root, 0o444)
-				ts.Setenv("ROOTIMG", im.Root)
-				ts.Setenv("KERNEL", im.Kernel.Vmlinuz)
-				ts.Setenv("INITRD", im.Initrd)
+				ts.Setenv("ROOTTAR", tarball)
+				// Guest IDs name the guests' taps: unique per test
+				// process, so that runs at once do not collide.
+				ts.Setenv("UMLID", strconv.Itoa(vmtest.GuestID(1)))
+				ts.Setenv("VMID", strconv.Itoa(vmtest.GuestID(2)))
+				ts.Setenv("NET", vmtest.Subnet(9))
 			},
 			// testbridge VAR CIDR: create a uniquely named bridge with
 			// the host address CIDR, name it in VAR, delete it at the end.

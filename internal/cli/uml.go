@@ -43,11 +43,13 @@ func (e *env) umlCreate() *cobra.Command {
 	var disks, nets, sets []string
 	var bg bool
 	c := &cobra.Command{
-		Use:   "create ID --disk IMAGE[,cow]",
+		Use:   "create ID --disk image=NAME|PATH[,cow]",
 		Short: "Create a UML guest (a Linux kernel run as a host process; no KVM needed)",
-		Long: `Create a User Mode Linux guest. Disks are ubd devices: --disk /path/root.ext4,cow
-shares a read-only base among guests, each writing its own COW file (keep
-the base untouched: a changed base invalidates every COW file on it).
+		Long: `Create a User Mode Linux guest. Disks are ubd devices: --disk image=NAME boots
+the ext4 root image of an image from berth's image store (berth image disk
+NAME --format ext4) through a per-guest COW file; --disk /path/root.ext4,cow
+shares any read-only base among guests the same way (keep the base
+untouched: a changed base invalidates every COW file on it).
 --net tuntap,bridge=BR | mcast[,GROUP[:PORT]] | daemon[,SOCKET] adds ethN.
 --console fd (default: berth's relay, 'berth uml console ID' attaches),
 pty, pts, port:N, null or none; --serial sets the serial lines (ssl=).`,
@@ -88,7 +90,7 @@ pty, pts, port:N, null or none; --serial sets the serial lines (ssl=).`,
 	}
 	f := c.Flags()
 	f.IntVar(&memory, "memory", 128, "RAM in MiB")
-	f.StringArrayVar(&disks, "disk", nil, "IMAGE[,cow][,ro] (repeatable: ubd0, ubd1, …)")
+	f.StringArrayVar(&disks, "disk", nil, "image=NAME[,ro] | PATH[,cow][,ro] (repeatable: ubd0, ubd1, …)")
 	f.StringArrayVar(&nets, "net", nil, "tuntap,bridge=BR[,macaddr=MAC] | mcast[,GROUP[:PORT]] | daemon[,SOCKET] (repeatable)")
 	f.StringVar(&console, "console", "", "main console: fd (default), pty, pts, port:N, null or none")
 	f.StringVar(&serial, "serial", "", "serial lines: pty, pts, port:N, null (default) or none")

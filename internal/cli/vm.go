@@ -56,8 +56,11 @@ func (e *env) vmCreate() *cobra.Command {
 		Use:   "create ID",
 		Short: "Create a VM: disks are made (qemu-img) in a task; nothing runs until start",
 		Long: `Create a QEMU VM. Disks: --disk size=8G makes a new qcow2 image,
---disk backing=/path/base.raw makes a qcow2 overlay on a read-only base
-(snapshots work on it), --disk file=/path/img uses an image as it is.
+--disk image=NAME[,size=20G] makes a qcow2 overlay on the bootable disk of an
+image from berth's image store (berth image disk NAME --format qcow2; the
+image cannot be removed while the VM exists), --disk backing=/path/base.raw
+makes a qcow2 overlay on a read-only base (snapshots work on both), --disk
+file=/path/img uses an image as it is.
 NICs are taps in an existing bridge: --net bridge=vmbr0[,model=virtio-net|e1000][,macaddr=MAC]
 (without macaddr a stable address is derived from the ID). --kernel/--initrd/--append
 boot a kernel directly; --boot order=net PXE-boots from the network.`,
@@ -103,7 +106,7 @@ boot a kernel directly; --boot order=net PXE-boots from the network.`,
 	f := c.Flags()
 	f.IntVar(&memory, "memory", 512, "RAM in MiB")
 	f.IntVar(&cores, "cores", 1, "virtual CPUs")
-	f.StringArrayVar(&disks, "disk", nil, "size=8G | backing=PATH[,size=…] | file=PATH[,format=raw|qcow2] (repeatable: disk0, disk1, …)")
+	f.StringArrayVar(&disks, "disk", nil, "size=8G | image=NAME[,size=…] | backing=PATH[,size=…] | file=PATH[,format=raw|qcow2] (repeatable: disk0, disk1, …)")
 	f.StringVar(&cdrom, "cdrom", "", "ISO image to attach as a CD-ROM")
 	f.StringArrayVar(&nets, "net", nil, "bridge=BR[,model=virtio-net|e1000][,macaddr=MAC] (repeatable)")
 	f.StringVar(&boot, "boot", "", "boot order, e.g. order=disk,net,cdrom")

@@ -4,7 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
+	"slices"
 
+	"github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/guest"
 	"github.com/berthhq/berth/internal/image"
 	"github.com/berthhq/berth/internal/store"
@@ -17,8 +19,16 @@ type ImageUser interface {
 	SetImages(*image.Store)
 }
 
+// ImageNamer is implemented by guest drivers whose guests name images
+// elsewhere than in the "image" option (VM and UML disks:
+// diskN=image=NAME), so that those images count as in use.
+type ImageNamer interface {
+	ImagesOf(cfg api.Guest) []string
+}
+
 // openImages opens DATA/images, repairing interrupted imports, with
-// removal refused while a guest's config names the image ("image" key).
+// removal refused while a guest uses the image: its config names it in the
+// "image" option (containers) or its driver says so (ImageNamer).
 func openImages(ctx context.Context, st store.Store, o Options, reg *guest.Registry, log *slog.Logger) (*image.Store, error) {
 	inUse := func(ctx context.Context, name string) ([]int, error) {
 		gs, err := reg.List(ctx)
@@ -27,7 +37,13 @@ func openImages(ctx context.Context, st store.Store, o Options, reg *guest.Regis
 		}
 		var ids []int
 		for _, g := range gs {
-			if g.Config["image"] == name {
+			uses := g.Config["image"] == name
+			if d, err := reg.Driver(g.Kind); err == nil {
+				if n, ok := d.(ImageNamer); ok {
+					uses = uses || slices.Contains(n.ImagesOf(g), name)
+				}
+			}
+			if uses {
 				ids = append(ids, g.ID)
 			}
 		}

@@ -5,12 +5,14 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/store"
@@ -164,6 +166,24 @@ func (s *Store) CheckDisks(ctx context.Context, name string, d *DiskOptions) err
 	}
 	if d.bootable() && img.Kernel == "" {
 		return invalid("formats", fmt.Sprintf("image %q has no kernel (/boot/vmlinuz-*), so it cannot boot from a disk: build it with --include linux-image-amd64 (berth image build debian NAME --disk raw does)", name))
+	}
+	// Guests' qcow2 overlays and UML COW files depend on the exact bytes
+	// (and, for COW files, the mtime) of the disks they were made on:
+	// replacing a disk under them would corrupt them silently.
+	var replace []string
+	for _, f := range d.Formats {
+		if slices.Contains(img.Formats, f) {
+			replace = append(replace, f)
+		}
+	}
+	if len(replace) > 0 {
+		var iu *InUseError
+		if err := s.checkInUse(ctx, name); errors.As(err, &iu) {
+			iu.Detail = fmt.Sprintf("its %s disk would be replaced under their overlays and COW files: destroy them first, or import the image under a new name", strings.Join(replace, ", "))
+			return iu
+		} else if err != nil {
+			return err
+		}
 	}
 	return d.checkTools()
 }
@@ -358,6 +378,18 @@ func (s *Store) makeBootDisk(ctx context.Context, log Logger, img api.Image, roo
 			_ = exec.Command("umount", mnt).Run()
 		}
 	}()
+	// extlinux reads files with its own ext4 code, which fails on holes
+	// ("Loading … failed: I/O error"); imports write files sparse and
+	// mkfs.ext4 -d keeps the holes, so the files it loads are rewritten
+	// in full.
+	for _, f := range []string{img.Kernel, img.Initrd} {
+		if f == "" {
+			continue
+		}
+		if err := unsparse(filepath.Join(mnt, f)); err != nil {
+			return fmt.Errorf("boot file %s: %w", f, err)
+		}
+	}
 	args := "root=PARTUUID=" + strings.ToLower(partUUID) + " ro console=tty0 console=ttyS0,115200"
 	if appendArgs != "" {
 		args += " " + appendArgs
@@ -403,4 +435,51 @@ func partitionEnd(ctx context.Context, raw string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("sgdisk -i 1: no last sector in %q", out)
+}
+
+// unsparse rewrites a file with every block allocated (no holes), keeping
+// its mode, owner and modification time.
+func unsparse(p string) error {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", p)
+	}
+	in, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := p + ".berth-tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fi.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	// io.Copy through a plain buffer writes the zeros too.
+	_, err = io.CopyBuffer(struct{ io.Writer }{out}, struct{ io.Reader }{in}, make([]byte, 1<<20))
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		st := fi.Sys().(*syscall.Stat_t)
+		err = os.Chown(tmp, int(st.Uid), int(st.Gid))
+	}
+	if err == nil {
+		err = os.Chmod(tmp, fi.Mode())
+	}
+	if err == nil {
+		err = os.Chtimes(tmp, fi.ModTime(), fi.ModTime())
+	}
+	if err == nil {
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }

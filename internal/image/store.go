@@ -94,6 +94,8 @@ func invalid(field, msg string) error {
 type InUseError struct {
 	Name   string
 	Guests []int
+	// Detail says what was refused and what to do; empty means removal.
+	Detail string
 }
 
 func (e *InUseError) Error() string {
@@ -101,7 +103,11 @@ func (e *InUseError) Error() string {
 	for i, g := range e.Guests {
 		ids[i] = fmt.Sprint(g)
 	}
-	return fmt.Sprintf("image %q is used by guest(s) %s: destroy them or change their image first", e.Name, strings.Join(ids, ", "))
+	detail := e.Detail
+	if detail == "" {
+		detail = "destroy them or change their image first"
+	}
+	return fmt.Sprintf("image %q is used by guest(s) %s: %s", e.Name, strings.Join(ids, ", "), detail)
 }
 
 // StatusCode makes the API answer 409.
@@ -280,6 +286,34 @@ func (s *Store) Path(ctx context.Context, name, format string) (string, error) {
 			name, format, strings.Join(img.Formats, ", "), name, format)
 	}
 	return img.Paths[format], nil
+}
+
+// GrantRead lets members of group gid read one derived disk of an image,
+// for guests that run as an unprivileged user (UML kernels run as
+// berth-uml): the image directory becomes searchable by the group (0710)
+// and the file group-readable (0440). Contents and modification times stay
+// as they are, so COW files over the disk remain valid. The root directory
+// and the other files stay root's.
+func (s *Store) GrantRead(ctx context.Context, name, format string, gid int) error {
+	if format == api.ImageFormatRootFS {
+		return invalid("format", "the rootfs directory is not shared this way")
+	}
+	p, err := s.Path(ctx, name, format)
+	if err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+	}{{filepath.Join(s.dir, name), 0o710}, {p, 0o440}} {
+		if err := os.Chown(f.path, -1, gid); err != nil {
+			return fmt.Errorf("image %q: share %s with group %d: %w", name, f.path, gid, err)
+		}
+		if err := os.Chmod(f.path, f.mode); err != nil {
+			return fmt.Errorf("image %q: share %s with group %d: %w", name, f.path, gid, err)
+		}
+	}
+	return nil
 }
 
 // reserve marks name busy for the caller until release is called.

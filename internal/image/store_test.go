@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -291,4 +292,51 @@ func TestOCICorruptBlob(t *testing.T) {
 		t.Errorf("left behind: %v", ents)
 	}
 	_ = api.ImageFormatRootFS
+}
+
+// TestDiskInUse checks that an ext4 root image can be opened to the UML
+// user's group without touching its content or mtime, and that a disk
+// guests depend on is not replaced under them while adding another
+// format is fine.
+func TestDiskInUse(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("changes file groups: needs root")
+	}
+	s, e := newStore(t)
+	ctx := context.Background()
+	imagetest.Busybox(t, s, "bb")
+	img, err := s.MakeDisks(ctx, "bb", image.DiskOptions{Formats: []string{"ext4"}, Size: "32M"}, imagetest.Logger{T: t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := img.Paths["ext4"]
+	before, _ := os.Stat(p)
+	if err := s.GrantRead(ctx, "bb", "ext4", 4242); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(p)
+	dir, _ := os.Stat(filepath.Dir(p))
+	if g := after.Sys().(*syscall.Stat_t).Gid; g != 4242 || after.Mode().Perm() != 0o440 || dir.Mode().Perm() != 0o710 {
+		t.Errorf("after GrantRead: file gid %d mode %v, dir mode %v", g, after.Mode(), dir.Mode())
+	}
+	if !after.ModTime().Equal(before.ModTime()) || after.Size() != before.Size() {
+		t.Error("GrantRead changed the disk's mtime or size: COW files over it would break")
+	}
+	if err := s.GrantRead(ctx, "bb", "qcow2", 4242); err == nil || !strings.Contains(err.Error(), "berth image disk bb --format qcow2") {
+		t.Errorf("GrantRead of a missing format: %v", err)
+	}
+
+	e.inUse["bb"] = []int{301}
+	var iu *image.InUseError
+	_, err = s.MakeDisks(ctx, "bb", image.DiskOptions{Formats: []string{"ext4"}}, imagetest.Logger{T: t})
+	if !errors.As(err, &iu) || !strings.Contains(err.Error(), "301") || !strings.Contains(err.Error(), "would be replaced") {
+		t.Errorf("replacing a disk in use: %v", err)
+	}
+	if st, _ := os.Stat(p); !st.ModTime().Equal(before.ModTime()) {
+		t.Error("refused disk build touched the disk")
+	}
+	delete(e.inUse, "bb")
+	if _, err := s.MakeDisks(ctx, "bb", image.DiskOptions{Formats: []string{"ext4"}, Size: "32M"}, imagetest.Logger{T: t}); err != nil {
+		t.Errorf("replacing an unused disk: %v", err)
+	}
 }

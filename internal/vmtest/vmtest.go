@@ -1,8 +1,10 @@
-// Package vmtest builds the small bootable images berth's VM and UML
-// tests and benchmarks boot: a busybox root file system as an ext4 image,
-// Debian's amd64 kernel (downloaded with apt-get, never installed) and an
-// initramfs that loads its virtio modules. It is test support only; the
-// production image builder is internal/image.
+// Package vmtest provides what berth's VM and UML tests and benchmarks
+// boot: a busybox root file system whose boot script prints markers,
+// pings the host and records writes, Debian's amd64 kernel (downloaded
+// with apt-get, never installed) and an initramfs that loads its virtio
+// modules, put into a real image store with berth's own image import and
+// disk code (Image), plus test bridges and process cleanup. It is test
+// support only; the production image builder is internal/image.
 package vmtest
 
 import (
@@ -279,9 +281,12 @@ fi
 echo BERTH-READY
 `
 
+// inittab runs the rc script and a shell on the console when the console
+// is a terminal (VMs, UML guests); a container's init has no terminal, so
+// there it idles instead of respawning a shell that exits at once.
 const inittab = `::sysinit:/etc/rc
-::respawn:-/bin/sh
-::ctrlaltdel:/bin/poweroff
+::respawn:/bin/sh -c '[ -t 0 ] && exec /bin/sh -l; exec /bin/busybox sleep 2147483647'
+::ctrlaltdel:/bin/busybox poweroff
 ::shutdown:/bin/echo ` + Halting + `
 ::shutdown:/bin/umount -a -r
 `
@@ -331,13 +336,18 @@ func Ext4(src, image string, sizeMiB int) error {
 }
 
 // initScript is the initramfs /init for the QEMU test: it loads the
-// modules listed in /modules, mounts /dev/vda and switches to it.
+// modules listed in /modules, mounts /dev/vda1 (the root partition of a
+// disk made by berth image disk) or else /dev/vda (a bare file system
+// image) and switches to it.
 const initScript = `#!/bin/sh
 /bin/mount -t proc proc /proc
 /bin/mount -t devtmpfs dev /dev
 for m in $(cat /modules); do /bin/insmod /$m; done
 for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.5; done
-/bin/mount -t ext4 /dev/vda /newroot || { echo "initramfs: cannot mount /dev/vda"; exec /bin/sh; }
+sleep 0.2
+root=/dev/vda
+[ -b /dev/vda1 ] && root=/dev/vda1
+/bin/mount -t ext4 $root /newroot || { echo "initramfs: cannot mount $root"; exec /bin/sh; }
 /bin/umount /proc
 /bin/umount /dev
 exec /bin/switch_root /newroot /sbin/init
@@ -451,40 +461,6 @@ func Root() (bool, string) {
 	return true, ""
 }
 
-// Images are the files a test guest boots from.
-type Images struct {
-	Kernel Kernel
-	// Root is an ext4 image of BusyboxRoot, 64 MiB.
-	Root string
-	// Initrd is the QEMU guest's initramfs (see Initramfs).
-	Initrd string
-}
-
-// Build makes the test images in dir; withKernel also fetches Debian's
-// kernel and builds the initramfs (QEMU needs them, UML does not).
-func Build(dir string, withKernel bool) (Images, error) {
-	var im Images
-	root := filepath.Join(dir, "root")
-	if err := BusyboxRoot(root); err != nil {
-		return im, err
-	}
-	im.Root = filepath.Join(dir, "root.ext4")
-	if err := Ext4(root, im.Root, 64); err != nil {
-		return im, err
-	}
-	os.RemoveAll(root)
-	if !withKernel {
-		return im, nil
-	}
-	k, err := DebianKernel()
-	if err != nil {
-		return im, err
-	}
-	im.Kernel = k
-	im.Initrd = filepath.Join(dir, "initrd.cpio")
-	return im, Initramfs(k, im.Initrd)
-}
-
 // KillUnder sends SIGKILL to every process whose command line mentions
 // dir: the guests (QEMU, UML kernels, console relays) a failed test left
 // running. dir must be a test's own temporary directory.
@@ -492,6 +468,15 @@ func KillUnder(dir string) {
 	if len(dir) < 8 {
 		return
 	}
+	for _, pid := range PIDsUnder(dir) {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// PIDsUnder returns the processes (other than this one) whose command
+// line mentions dir.
+func PIDsUnder(dir string) []int {
+	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -500,7 +485,20 @@ func KillUnder(dir string) {
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		if err == nil && bytes.Contains(b, []byte(dir)) {
-			syscall.Kill(pid, syscall.SIGKILL)
+			pids = append(pids, pid)
 		}
 	}
+	return pids
 }
+
+// GuestID returns guest ID n (0-9) of this test process: unique per
+// process, so that tests running at once (in other packages or other
+// checkouts) never share the taps, named after guest IDs, of each other's
+// guests.
+func GuestID(n int) int { return 100000 + (os.Getpid()%89999)*10 + n%10 }
+
+// Subnet returns the first three octets of test network n (0-9) of this
+// test process, 10.16n.X with X from the process ID: bridges of tests
+// running at once get distinct subnets, so the host routes each guest's
+// replies to its own bridge.
+func Subnet(n int) string { return fmt.Sprintf("10.%d.%d", 160+n%10, os.Getpid()%250+1) }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/image"
 	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/tap"
 )
@@ -20,14 +21,19 @@ const (
 	MaxNICs  = 8
 )
 
-// Disk is one diskN option: "size=8G", "file=PATH[,format=raw|qcow2]" or
-// "backing=PATH[,size=…]" (a qcow2 overlay on a read-only base).
+// Disk is one diskN option: "size=8G", "file=PATH[,format=raw|qcow2]",
+// "backing=PATH[,size=…]" (a qcow2 overlay on a read-only base) or
+// "image=NAME[,size=…]" (a qcow2 overlay on the bootable disk of an image
+// in berth's image store).
 type Disk struct {
 	Key     string
 	Size    int64 // bytes; 0 for file= disks
 	File    string
 	Backing string
-	Format  string
+	// Image names an image in the store; the driver resolves it to
+	// Backing (the image's disk.qcow2 or disk.raw) before use.
+	Image  string
+	Format string
 }
 
 // NIC is one netN option: "bridge=BR[,model=virtio-net|e1000][,macaddr=MAC]".
@@ -122,13 +128,18 @@ func ParseDisk(key, v string) (Disk, error) {
 			d.File = val
 		case "backing":
 			d.Backing = val
+		case "image":
+			if err := image.ValidName(val); err != nil {
+				return Disk{}, fmt.Errorf("image=%q is not an image name (see berth image list)", val)
+			}
+			d.Image = val
 		case "format":
 			if val != "raw" && val != "qcow2" {
 				return Disk{}, fmt.Errorf("format %q: use raw or qcow2", val)
 			}
 			d.Format = val
 		default:
-			return Disk{}, fmt.Errorf("unknown disk option %q (use size=, file=, backing=, format=)", k)
+			return Disk{}, fmt.Errorf("unknown disk option %q (use size=, file=, backing=, image=, format=)", k)
 		}
 	}
 	for _, p := range []string{d.File, d.Backing} {
@@ -136,13 +147,19 @@ func ParseDisk(key, v string) (Disk, error) {
 			return Disk{}, fmt.Errorf("path %q must be absolute and contain no comma", p)
 		}
 	}
+	sources := 0
+	for _, v := range []string{d.File, d.Backing, d.Image} {
+		if v != "" {
+			sources++
+		}
+	}
 	switch {
-	case d.File != "" && d.Backing != "":
-		return Disk{}, fmt.Errorf("give file= or backing=, not both")
+	case sources > 1:
+		return Disk{}, fmt.Errorf("give one of file=, backing= and image=")
 	case d.File != "" && d.Size != 0:
 		return Disk{}, fmt.Errorf("file= disks use the file's size: drop size=")
-	case d.File == "" && d.Backing == "" && d.Size == 0:
-		return Disk{}, fmt.Errorf("a disk needs size= (a new qcow2 image), file= or backing=")
+	case sources == 0 && d.Size == 0:
+		return Disk{}, fmt.Errorf("a disk needs size= (a new qcow2 image), image=NAME, file= or backing=")
 	case d.File == "" && d.Format == "raw":
 		return Disk{}, fmt.Errorf("new and overlay disks are qcow2")
 	}

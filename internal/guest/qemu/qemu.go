@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,6 +26,7 @@ import (
 	"github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/guest"
 	"github.com/berthhq/berth/internal/hostproc"
+	"github.com/berthhq/berth/internal/image"
 	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/qmp"
 	"github.com/berthhq/berth/internal/tap"
@@ -41,9 +43,11 @@ type Driver struct {
 	// OVMFCode and OVMFVars are the UEFI firmware and its variable
 	// store template.
 	OVMFCode, OVMFVars string
-	Net                tap.Net
-	Proc               hostproc.Proc
-	Log                *slog.Logger
+	// Images resolves image=NAME disks; the daemon sets it (SetImages).
+	Images ImageSource
+	Net    tap.Net
+	Proc   hostproc.Proc
+	Log    *slog.Logger
 	// KSMAllowed tells whether the node lets guests' memory be merged
 	// (its KSM mode is not off); nil means it does. A VM starts with
 	// mem-merge=off when it does not or the VM says ksm=0.
@@ -58,6 +62,61 @@ func New(root string, log *slog.Logger) *Driver {
 }
 
 var _ guest.Driver = (*Driver)(nil)
+
+// ImageSource looks images up by name; *image.Store satisfies it.
+type ImageSource interface {
+	Get(ctx context.Context, name string) (api.Image, error)
+}
+
+// SetImages hands the driver the node's image store; the daemon calls it
+// before serving requests.
+func (d *Driver) SetImages(s *image.Store) { d.Images = s }
+
+// ImagesOf returns the names of the images cfg's disks are overlays on, so
+// the image store refuses to remove them.
+func (d *Driver) ImagesOf(cfg api.Guest) []string {
+	s, errs := ParseSpec(cfg.Config)
+	if errs != nil {
+		return nil
+	}
+	var names []string
+	for _, dk := range s.Disks {
+		if dk.Image != "" {
+			names = append(names, dk.Image)
+		}
+	}
+	return names
+}
+
+// resolve turns image=NAME disks into overlays on the image's bootable
+// disk (qcow2, else raw), failing clearly when the image or the format is
+// missing.
+func (d *Driver) resolve(ctx context.Context, s *Spec) error {
+	for i, dk := range s.Disks {
+		if dk.Image == "" {
+			continue
+		}
+		if d.Images == nil {
+			return fmt.Errorf("%s: image=%s: this node has no image store", dk.Key, dk.Image)
+		}
+		img, err := d.Images.Get(ctx, dk.Image)
+		if err != nil {
+			return fmt.Errorf("%s: %w", dk.Key, err)
+		}
+		for _, f := range []string{api.ImageFormatQcow2, api.ImageFormatRaw} {
+			if slices.Contains(img.Formats, f) {
+				s.Disks[i].Backing = img.Paths[f]
+				break
+			}
+		}
+		if s.Disks[i].Backing == "" {
+			return fmt.Errorf("%s: image %q has no bootable disk (it has %s): make one with 'berth image disk %s --format qcow2' "+
+				"(the image needs a kernel: 'berth image build debian NAME --disk qcow2' builds one with it)",
+				dk.Key, dk.Image, strings.Join(img.Formats, ", "), dk.Image)
+		}
+	}
+	return nil
+}
 
 // Kind returns api.GuestVM.
 func (d *Driver) Kind() api.GuestKind { return kind }
@@ -166,6 +225,9 @@ func (d *Driver) Create(ctx context.Context, cfg api.Guest, log guest.Logger) (e
 	if err != nil {
 		return err
 	}
+	if err := d.resolve(ctx, &s); err != nil {
+		return err
+	}
 	if err := d.preflight(cfg.ID, s, true); err != nil {
 		return err
 	}
@@ -185,23 +247,29 @@ func (d *Driver) Create(ctx context.Context, cfg api.Guest, log guest.Logger) (e
 	if err := syscall.Statfs(p.dir, &fs); err != nil {
 		return fmt.Errorf("statfs %s: %w", p.dir, err)
 	}
-	capacity := int64(fs.Blocks) * int64(fs.Bsize)
+	// Disks are thin, but one that can outgrow the free space would fail
+	// the guest's writes later; refuse it now.
+	free := int64(fs.Bavail) * int64(fs.Bsize)
 	for _, dk := range s.Disks {
 		if dk.File != "" {
 			log.Printf("%s: using existing image %s (%s)", dk.Key, dk.File, dk.Format)
 			continue
 		}
-		if dk.Size > capacity {
-			return fmt.Errorf("%s: size %s is larger than the whole storage holding %s (%s): choose a smaller size",
-				dk.Key, human(dk.Size), d.Root, human(capacity))
+		if dk.Size > free {
+			return fmt.Errorf("%s: size %s is larger than the free space of the storage holding %s (%s free): choose a smaller size or free space",
+				dk.Key, human(dk.Size), d.Root, human(free))
 		}
 		args := []string{"create", "-q", "-f", "qcow2"}
 		if dk.Backing != "" {
-			bf, err := imageFormat(ctx, d.QemuImg, dk.Backing)
+			bi, err := imageInfo(ctx, d.QemuImg, dk.Backing)
 			if err != nil {
 				return fmt.Errorf("%s: %w", dk.Key, err)
 			}
-			args = append(args, "-b", dk.Backing, "-F", bf)
+			if dk.Size != 0 && dk.Size < bi.VirtualSize {
+				return fmt.Errorf("%s: size %s is smaller than its base %s (%s): give at least that or leave size= out",
+					dk.Key, human(dk.Size), dk.Backing, human(bi.VirtualSize))
+			}
+			args = append(args, "-b", dk.Backing, "-F", bi.Format)
 		}
 		args = append(args, d.diskPath(cfg.ID, dk))
 		if dk.Size > 0 {
@@ -210,9 +278,12 @@ func (d *Driver) Create(ctx context.Context, cfg api.Guest, log guest.Logger) (e
 		if out, err := exec.CommandContext(ctx, d.QemuImg, args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("%s: qemu-img %s: %w: %s", dk.Key, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 		}
-		if dk.Backing != "" {
+		switch {
+		case dk.Image != "":
+			log.Printf("%s: qcow2 overlay on image %s (%s)", dk.Key, dk.Image, dk.Backing)
+		case dk.Backing != "":
 			log.Printf("%s: qcow2 overlay on %s", dk.Key, dk.Backing)
-		} else {
+		default:
 			log.Printf("%s: new qcow2 image of %s", dk.Key, human(dk.Size))
 		}
 	}
@@ -224,18 +295,22 @@ func (d *Driver) Create(ctx context.Context, cfg api.Guest, log guest.Logger) (e
 	return nil
 }
 
-func imageFormat(ctx context.Context, qemuImg, path string) (string, error) {
+// diskInfo is what qemu-img info tells about a base image.
+type diskInfo struct {
+	Format      string `json:"format"`
+	VirtualSize int64  `json:"virtual-size"`
+}
+
+func imageInfo(ctx context.Context, qemuImg, path string) (diskInfo, error) {
 	out, err := exec.CommandContext(ctx, qemuImg, "info", "-U", "--output=json", path).Output()
 	if err != nil {
-		return "", fmt.Errorf("qemu-img info %s: %w", path, err)
+		return diskInfo{}, fmt.Errorf("qemu-img info %s: %w", path, err)
 	}
-	var info struct {
-		Format string `json:"format"`
-	}
+	var info diskInfo
 	if err := json.Unmarshal(out, &info); err != nil || info.Format == "" {
-		return "", fmt.Errorf("qemu-img info %s: cannot tell the format", path)
+		return diskInfo{}, fmt.Errorf("qemu-img info %s: cannot tell the format", path)
 	}
-	return info.Format, nil
+	return info, nil
 }
 
 func copyFile(src, dst string) error {
@@ -352,6 +427,9 @@ func (d *Driver) Start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	}
 	if pid := d.pid(cfg.ID); pid != 0 {
 		return fmt.Errorf("VM %d is already running (QEMU PID %d)", cfg.ID, pid)
+	}
+	if err := d.resolve(ctx, &s); err != nil {
+		return err
 	}
 	if err := d.preflight(cfg.ID, s, false); err != nil {
 		return err

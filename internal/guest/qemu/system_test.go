@@ -6,12 +6,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/image/imagetest"
 	"github.com/berthhq/berth/internal/vmtest"
 )
 
@@ -19,34 +21,44 @@ type tlog struct{ t *testing.T }
 
 func (l tlog) Printf(f string, a ...any) { l.t.Helper(); l.t.Logf(f, a...) }
 
-// TestBootTCG boots Debian's kernel under QEMU (TCG here: the host has no
-// /dev/kvm) from an ext4 image behind a qcow2 overlay, waits for the
-// marker on the serial console, checks the guest pings the host over a
-// test bridge, takes a snapshot, pauses and resumes, re-adopts it from a
-// fresh driver and shuts it down with the ACPI power button.
+// TestBootTCG imports a busybox root with Debian's kernel into an image
+// store and makes its bootable qcow2 disk with berth's own image code,
+// then boots it under QEMU (TCG here: the host has no /dev/kvm) through a
+// per-VM qcow2 overlay (SeaBIOS, extlinux, kernel, initramfs), waits for
+// the marker on the serial console, checks the guest pings the host over
+// a test bridge, takes a snapshot, pauses and resumes, re-adopts it from
+// a fresh driver and shuts it down with the ACPI power button.
 func TestBootTCG(t *testing.T) {
 	if ok, why := vmtest.Root(); !ok {
 		t.Skip(why)
 	}
 	dir := t.TempDir()
 	defer vmtest.KillUnder(dir)
-	im, err := vmtest.Build(dir, true)
+	ctx := context.Background()
+	imgs, closeImgs, err := vmtest.OpenStore(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer closeImgs()
+	img, err := vmtest.Image(ctx, imgs, "bbvm", dir, true, "quiet berth.ip="+vmtest.Subnet(1)+".2/24 berth.host="+vmtest.Subnet(1)+".1", "qcow2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseStat, _ := os.Stat(img.Paths["qcow2"])
 	br := fmt.Sprintf("btq%d", os.Getpid()%100000)
-	delBr, err := vmtest.Bridge(br, "10.231.7.1/24")
+	delBr, err := vmtest.Bridge(br, vmtest.Subnet(1)+".1/24")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer delBr()
 	d := New(filepath.Join(dir, "vms"), nil)
-	ctx := context.Background()
-	g := api.Guest{ID: 4101, Kind: api.GuestVM, Config: map[string]string{
-		"memory": "256", "disk0": "backing=" + im.Root, "net0": "bridge=" + br,
-		"kernel": im.Kernel.Vmlinuz, "initrd": im.Initrd,
-		"append": "console=ttyS0 quiet berth.ip=10.231.7.2/24 berth.host=10.231.7.1",
+	d.SetImages(imgs)
+	g := api.Guest{ID: vmtest.GuestID(1), Kind: api.GuestVM, Config: map[string]string{
+		"memory": "256", "disk0": "image=bbvm", "net0": "bridge=" + br,
 	}}
+	if got := d.ImagesOf(g); len(got) != 1 || got[0] != "bbvm" {
+		t.Errorf("ImagesOf = %v, want [bbvm]", got)
+	}
 	if errs := d.Validate(g); errs != nil {
 		t.Fatal(errs)
 	}
@@ -54,6 +66,14 @@ func TestBootTCG(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Destroy(context.Background(), g, tlog{t})
+	// The VM's disk is an overlay on the image's disk, not a copy.
+	if bi, err := imageInfo(ctx, d.QemuImg, d.diskPath(g.ID, Disk{Key: "disk0"})); err != nil || bi.Format != "qcow2" {
+		t.Errorf("overlay: %+v, %v", bi, err)
+	}
+	if out, err := exec.Command("qemu-img", "info", "-U", d.diskPath(g.ID, Disk{Key: "disk0"})).Output(); err != nil ||
+		!strings.Contains(string(out), "backing file: "+img.Paths["qcow2"]) {
+		t.Errorf("overlay does not name the image's disk as its backing file: %s %v", out, err)
+	}
 	defer d.Stop(context.Background(), g, tlog{t})
 	if err := d.Start(ctx, g, tlog{t}); err != nil {
 		t.Fatal(err)
@@ -133,6 +153,9 @@ func TestBootTCG(t *testing.T) {
 	if snaps, _ := d2.Snapshots(ctx, g); len(snaps) != 0 {
 		t.Errorf("snapshot not deleted: %+v", snaps)
 	}
+	if st, _ := os.Stat(img.Paths["qcow2"]); !st.ModTime().Equal(baseStat.ModTime()) || st.Size() != baseStat.Size() {
+		t.Error("the image's disk changed: the VM wrote through its overlay")
+	}
 }
 
 // TestBadInput checks that bad configurations fail before anything is made
@@ -144,6 +167,16 @@ func TestBadInput(t *testing.T) {
 	os.MkdirAll(filepath.Join(d.Net.SysNet, "br0", "bridge"), 0o755)
 	os.MkdirAll(filepath.Join(d.Net.SysNet, "eth0"), 0o755)
 	ctx := context.Background()
+	imgs, closeImgs, err := vmtest.OpenStore(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeImgs()
+	imagetest.Busybox(t, imgs, "bb") // a root only: no bootable disk
+	d.SetImages(imgs)
+	base := filepath.Join(dir, "base.raw")
+	os.WriteFile(base, nil, 0o444)
+	os.Truncate(base, 64<<20)
 	for _, tc := range []struct {
 		name string
 		cfg  map[string]string
@@ -152,8 +185,12 @@ func TestBadInput(t *testing.T) {
 		{"missing kernel", map[string]string{"kernel": "/nonexistent/vmlinuz"}, "kernel /nonexistent/vmlinuz"},
 		{"unknown bridge", map[string]string{"net0": "bridge=nosuchbr"}, "bridge nosuchbr does not exist"},
 		{"not a bridge", map[string]string{"net0": "bridge=eth0"}, "not a bridge"},
-		{"too large", map[string]string{"disk0": "size=1000000T"}, "larger than the whole storage"},
+		{"bad mac", map[string]string{"net0": "bridge=br0,macaddr=52:54:00:zz:00:01"}, "not a MAC address"},
+		{"too large", map[string]string{"disk0": "size=1000000T"}, "larger than the free space"},
 		{"missing backing", map[string]string{"disk0": "backing=/nonexistent.raw"}, "/nonexistent.raw"},
+		{"overlay smaller than its base", map[string]string{"disk0": "backing=" + base + ",size=1M"}, "smaller than its base"},
+		{"missing image", map[string]string{"disk0": "image=nosuch"}, `image "nosuch": not found`},
+		{"image without a bootable disk", map[string]string{"disk0": "image=bb"}, "berth image disk bb --format qcow2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := api.Guest{ID: 4200, Kind: api.GuestVM, Config: tc.cfg}
@@ -161,9 +198,53 @@ func TestBadInput(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Create = %v, want an error containing %q", err, tc.want)
 			}
+			t.Logf("%v", err)
 			if _, err := os.Stat(d.paths(4200).dir); err == nil {
 				t.Error("failed create left the VM directory behind")
 			}
 		})
+	}
+}
+
+// TestFailedStartLeavesNothing starts a VM whose kernel QEMU cannot load,
+// with a NIC in a test bridge: the start fails, and neither the tap nor
+// the sockets, the pidfile or a QEMU process stay behind.
+func TestFailedStartLeavesNothing(t *testing.T) {
+	if ok, why := vmtest.Root(); !ok {
+		t.Skip(why)
+	}
+	dir := t.TempDir()
+	defer vmtest.KillUnder(dir)
+	br := fmt.Sprintf("btf%d", os.Getpid()%100000)
+	delBr, err := vmtest.Bridge(br, vmtest.Subnet(2)+".1/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer delBr()
+	kernel := filepath.Join(dir, "vmlinuz")
+	os.WriteFile(kernel, []byte("not a kernel"), 0o644)
+	d := New(filepath.Join(dir, "vms"), nil)
+	ctx := context.Background()
+	g := api.Guest{ID: vmtest.GuestID(2), Kind: api.GuestVM, Config: map[string]string{"memory": "64", "disk0": "size=16M",
+		"net0": "bridge=" + br, "kernel": kernel}}
+	if err := d.Create(ctx, g, tlog{t}); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Destroy(context.Background(), g, tlog{t})
+	err = d.Start(ctx, g, tlog{t})
+	if err == nil || !strings.Contains(err.Error(), "QEMU failed to start") {
+		t.Fatalf("Start = %v, want QEMU's failure", err)
+	}
+	t.Log(err)
+	if d.Net.Exists(tapName(g.ID, 0)) {
+		t.Error("tap left behind by a failed start")
+	}
+	for _, f := range []string{"qmp.sock", "serial.sock", "vnc.sock", "qemu.pid"} {
+		if _, err := os.Stat(filepath.Join(d.paths(g.ID).dir, f)); err == nil {
+			t.Errorf("%s left behind by a failed start", f)
+		}
+	}
+	if pids := vmtest.PIDsUnder(dir); len(pids) > 0 {
+		t.Errorf("processes left behind by a failed start: %v", pids)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/image"
 	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/tap"
 )
@@ -19,14 +20,20 @@ const (
 	MaxNICs  = 8
 )
 
-// Disk is one diskN option: "IMAGE[,cow][,ro]". With cow the image is a
-// read-only base and the guest writes to its own COW file.
+// Disk is one diskN option: "PATH[,cow][,ro]" or "image=NAME[,cow][,ro]".
+// With cow the file is a read-only base and the guest writes to its own
+// COW file. An image from berth's image store (its ext4 root image) is
+// always shared: cow unless ro is given.
 type Disk struct {
 	Key   string
 	Index int
+	// Image is the file's path; for an image=NAME disk the driver fills
+	// it in from the store.
 	Image string
-	COW   bool
-	RO    bool
+	// ImageName names an image in berth's image store.
+	ImageName string
+	COW       bool
+	RO        bool
 }
 
 // NIC is one netN option: "tuntap,bridge=BR[,macaddr=MAC]",
@@ -89,8 +96,13 @@ func ChannelPort(v string) int {
 func ParseDisk(key string, index int, v string) (Disk, error) {
 	parts := strings.Split(v, ",")
 	d := Disk{Key: key, Index: index, Image: parts[0]}
-	if !filepath.IsAbs(d.Image) || strings.ContainsAny(d.Image, " \n\t") {
-		return Disk{}, fmt.Errorf("image %q must be an absolute path without spaces", d.Image)
+	if name, ok := strings.CutPrefix(parts[0], "image="); ok {
+		if err := image.ValidName(name); err != nil {
+			return Disk{}, fmt.Errorf("image=%q is not an image name (see berth image list)", name)
+		}
+		d.Image, d.ImageName = "", name
+	} else if !filepath.IsAbs(d.Image) || strings.ContainsAny(d.Image, " \n\t") {
+		return Disk{}, fmt.Errorf("image %q must be an absolute path without spaces, or image=NAME for an image from berth's store", d.Image)
 	}
 	for _, p := range parts[1:] {
 		switch p {
@@ -99,11 +111,15 @@ func ParseDisk(key string, index int, v string) (Disk, error) {
 		case "ro":
 			d.RO = true
 		default:
-			return Disk{}, fmt.Errorf("unknown disk flag %q (use IMAGE[,cow][,ro])", p)
+			return Disk{}, fmt.Errorf("unknown disk flag %q (use PATH[,cow][,ro] or image=NAME[,cow][,ro])", p)
 		}
 	}
 	if d.COW && d.RO {
 		return Disk{}, fmt.Errorf("cow and ro exclude each other: a COW disk is writable, its base never is")
+	}
+	// Images are shared by every guest made from them: never written.
+	if d.ImageName != "" && !d.RO {
+		d.COW = true
 	}
 	return d, nil
 }

@@ -28,6 +28,8 @@ func TestParseSpecErrors(t *testing.T) {
 		{map[string]string{"disk0": "base.img,cow"}, "disk0", "absolute"},
 		{map[string]string{"disk0": "/b.img,cow,ro"}, "disk0", "exclude"},
 		{map[string]string{"disk0": "/b.img,snap"}, "disk0", "unknown disk flag"},
+		{map[string]string{"disk0": "image=../etc"}, "disk0", "not an image name"},
+		{map[string]string{"disk0": "image=bb,cow,ro"}, "disk0", "exclude"},
 		{map[string]string{"net0": "tuntap"}, "net0", "bridge="},
 		{map[string]string{"net0": "tuntap,bridge=br0,macaddr=01:00:00:00:00:01"}, "net0", "unicast"},
 		{map[string]string{"net0": "mcast,10.0.0.1"}, "net0", "multicast group"},
@@ -50,6 +52,25 @@ func TestParseSpecErrors(t *testing.T) {
 	}
 	if _, errs := ParseSpec(map[string]string{"ksm": "0"}); errs != nil {
 		t.Errorf("ParseSpec(ksm=0) = %v: the opt-out always holds for UML and must be accepted", errs)
+	}
+}
+
+// TestImageDisk checks that a disk from the image store is always shared:
+// copy-on-write unless read-only.
+func TestImageDisk(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Disk
+	}{
+		{"image=bb", Disk{Key: "disk0", ImageName: "bb", COW: true}},
+		{"image=bb,cow", Disk{Key: "disk0", ImageName: "bb", COW: true}},
+		{"image=bb,ro", Disk{Key: "disk0", ImageName: "bb", RO: true}},
+		{"/b.img", Disk{Key: "disk0", Image: "/b.img"}},
+	} {
+		got, err := ParseDisk("disk0", 0, tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("ParseDisk(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
 	}
 }
 

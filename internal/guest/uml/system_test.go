@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/image"
+	"github.com/berthhq/berth/internal/image/imagetest"
 	"github.com/berthhq/berth/internal/vmtest"
 )
 
@@ -54,22 +56,35 @@ func openUp(t *testing.T, dir string) {
 	}
 }
 
-// sharedBase skips unless root tests are enabled, and builds the test
-// root as a read-only base image in a test directory the unprivileged UML
-// user can reach; guests left running in it are killed at the end.
-func sharedBase(t *testing.T) (string, vmtest.Images) {
+// testBase is the shared base the tests boot: the test root imported
+// into an image store, with its ext4 root image made by berth's own image
+// code (Root, read-only).
+type testBase struct {
+	Root   string
+	Images *image.Store
+}
+
+// sharedBase skips unless root tests are enabled and makes the test base
+// image "bbuml" in a test directory the unprivileged UML user can reach;
+// guests left running in it are killed at the end.
+func sharedBase(t *testing.T) (string, testBase) {
 	if ok, why := vmtest.Root(); !ok {
 		t.Skip(why)
 	}
 	dir := t.TempDir()
 	t.Cleanup(func() { vmtest.KillUnder(dir) })
 	openUp(t, dir)
-	im, err := vmtest.Build(dir, false)
+	ctx := context.Background()
+	imgs, closeImgs, err := vmtest.OpenStore(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(im.Root, 0o444)
-	return dir, im
+	t.Cleanup(closeImgs)
+	img, err := vmtest.Image(ctx, imgs, "bbuml", dir, false, "", "ext4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, testBase{Root: img.Paths["ext4"], Images: imgs}
 }
 
 // testBridge makes a bridge named prefix<pid> with host address addr for
@@ -85,22 +100,28 @@ func testBridge(t *testing.T, prefix, addr string) string {
 }
 
 // TestTwoGuestsShareBase boots two UML guests as the unprivileged
-// berth-uml user from one read-only base image through their own COW
-// files: each sees only its own writes, the base stays untouched, the
+// berth-uml user from one image in the image store (--disk image=NAME:
+// its ext4 root image, made by berth's image code) through their own COW
+// files: each sees only its own writes, the image stays untouched, the
 // first reaches the host over a tuntap NIC in a test bridge; both shut
 // down cleanly through mconsole, and the first's COW file is committed
 // into a new base with uml_moo.
 func TestTwoGuestsShareBase(t *testing.T) {
 	dir, im := sharedBase(t)
-	baseSum := sum(t, im.Root)
-	baseStat, _ := os.Stat(im.Root)
-	br := testBridge(t, "btu", "10.231.8.1/24")
-	d := testDriver(t, filepath.Join(dir, "uml"))
+	imgs, base := im.Images, im.Root
 	ctx := context.Background()
-	a := api.Guest{ID: 4301, Kind: api.GuestUML, Config: map[string]string{"memory": "96", "disk0": im.Root + ",cow",
-		"net0": "tuntap,bridge=" + br, "append": "berth.ip=10.231.8.2/24 berth.host=10.231.8.1 berth.write=alpha"}}
-	b := api.Guest{ID: 4302, Kind: api.GuestUML, Config: map[string]string{"memory": "96", "disk0": im.Root + ",cow",
+	baseSum := sum(t, base)
+	baseStat, _ := os.Stat(base)
+	br := testBridge(t, "btu", vmtest.Subnet(3)+".1/24")
+	d := testDriver(t, filepath.Join(dir, "uml"))
+	d.SetImages(imgs)
+	a := api.Guest{ID: vmtest.GuestID(1), Kind: api.GuestUML, Config: map[string]string{"memory": "96", "disk0": "image=bbuml",
+		"net0": "tuntap,bridge=" + br, "append": "berth.ip=" + vmtest.Subnet(3) + ".2/24 berth.host=" + vmtest.Subnet(3) + ".1 berth.write=alpha"}}
+	b := api.Guest{ID: vmtest.GuestID(2), Kind: api.GuestUML, Config: map[string]string{"memory": "96", "disk0": "image=bbuml,cow",
 		"append": "berth.write=beta"}}
+	if got := d.ImagesOf(b); len(got) != 1 || got[0] != "bbuml" {
+		t.Errorf("ImagesOf = %v, want [bbuml]", got)
+	}
 	for _, g := range []api.Guest{a, b} {
 		if errs := d.Validate(g); errs != nil {
 			t.Fatal(errs)
@@ -136,6 +157,7 @@ func TestTwoGuestsShareBase(t *testing.T) {
 	}
 	// After a daemon restart a fresh driver finds both guests.
 	d2 := testDriver(t, d.Root)
+	d2.SetImages(imgs)
 	for _, g := range []api.Guest{a, b} {
 		if s, err := d2.Adopt(ctx, g); err != nil || s.Status != api.GuestRunning {
 			t.Errorf("adopt %d = %+v, %v", g.ID, s, err)
@@ -168,14 +190,14 @@ func TestTwoGuestsShareBase(t *testing.T) {
 		t.Error("tap left behind")
 	}
 	// The COW files hold the writes; the base is untouched.
-	if got := sum(t, im.Root); got != baseSum {
+	if got := sum(t, base); got != baseSum {
 		t.Error("base image content changed")
 	}
-	if st, _ := os.Stat(im.Root); !st.ModTime().Equal(baseStat.ModTime()) {
+	if st, _ := os.Stat(base); !st.ModTime().Equal(baseStat.ModTime()) {
 		t.Error("base image mtime changed")
 	}
 	h, err := ReadCOWHeader(d.cowPath(a.ID, Disk{Key: "disk0"}))
-	if err != nil || h.Backing != im.Root || h.Size != baseStat.Size() || CheckBase(h, im.Root) != nil {
+	if err != nil || h.Backing != base || h.Size != baseStat.Size() || CheckBase(h, base) != nil {
 		t.Errorf("COW header %+v, %v", h, err)
 	}
 	// A second boot of a keeps its own write and still not b's.
@@ -201,7 +223,7 @@ func TestTwoGuestsShareBase(t *testing.T) {
 		t.Errorf("merged image /marks: %s, %v; want alpha and alpha2, not beta", out, err)
 	}
 	// Changing the base invalidates the COW files: start refuses clearly.
-	os.Chtimes(im.Root, time.Now(), time.Now())
+	os.Chtimes(base, time.Now(), time.Now())
 	if err := d.Start(ctx, b, tlog{t}); err == nil || !strings.Contains(err.Error(), "changed after the COW file was made") {
 		t.Errorf("start over a changed base: %v", err)
 	}
@@ -216,33 +238,42 @@ func TestBadInput(t *testing.T) {
 	os.WriteFile(img, make([]byte, 4096), 0o644)
 	kernel := filepath.Join(dir, "linux")
 	os.WriteFile(kernel, []byte("#!/bin/sh\n"), 0o755)
-	for _, tc := range []struct {
-		name string
-		cfg  map[string]string
-		want string
-	}{
-		{"missing image", map[string]string{"disk0": "/nonexistent.img,cow"}, "/nonexistent.img"},
-		{"missing kernel", map[string]string{"kernel": "/nonexistent/linux"}, "UML kernel /nonexistent/linux"},
-		{"unknown bridge", map[string]string{"kernel": kernel, "disk0": img, "net0": "tuntap,bridge=nosuch0"}, "bridge nosuch0 does not exist"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			g := api.Guest{ID: 4400, Kind: api.GuestUML, Config: tc.cfg}
-			if err := d.Create(context.Background(), g, tlog{t}); err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Create = %v, want %q", err, tc.want)
-			}
-			if _, err := os.Stat(d.dir(4400)); err == nil {
-				t.Error("failed create left a directory")
-			}
-		})
-	}
-	// A port in use.
 	ln, err := listenAny()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	g := api.Guest{ID: 4401, Kind: api.GuestUML, Config: map[string]string{"kernel": kernel, "console": fmt.Sprintf("port:%d", ln.port)}}
-	if err := d.Create(context.Background(), g, tlog{t}); err == nil || !strings.Contains(err.Error(), "already in use") {
-		t.Errorf("port in use: %v", err)
+	ctx := context.Background()
+	imgs, closeImgs, err := vmtest.OpenStore(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeImgs()
+	imagetest.Busybox(t, imgs, "bb") // a root only: no ext4 image
+	d.SetImages(imgs)
+	for _, tc := range []struct {
+		name string
+		cfg  map[string]string
+		want string
+	}{
+		{"missing file", map[string]string{"disk0": "/nonexistent.img,cow"}, "/nonexistent.img"},
+		{"missing image", map[string]string{"kernel": kernel, "disk0": "image=nosuch"}, `image "nosuch": not found`},
+		{"image without ext4", map[string]string{"kernel": kernel, "disk0": "image=bb"}, "berth image disk bb --format ext4"},
+		{"missing kernel", map[string]string{"kernel": "/nonexistent/linux"}, "UML kernel /nonexistent/linux"},
+		{"unknown bridge", map[string]string{"kernel": kernel, "disk0": img, "net0": "tuntap,bridge=nosuch0"}, "bridge nosuch0 does not exist"},
+		{"bad mac", map[string]string{"kernel": kernel, "disk0": img, "net0": "tuntap,bridge=br0,macaddr=fe:fd:zz:00:00:01"}, "not a unicast MAC"},
+		{"port in use", map[string]string{"kernel": kernel, "console": fmt.Sprintf("port:%d", ln.port)}, "already in use"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := api.Guest{ID: 4400, Kind: api.GuestUML, Config: tc.cfg}
+			err := d.Create(ctx, g, tlog{t})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Create = %v, want %q", err, tc.want)
+			}
+			t.Logf("%v", err)
+			if _, err := os.Stat(d.dir(4400)); err == nil {
+				t.Error("failed create left a directory")
+			}
+		})
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/guest"
 	"github.com/berthhq/berth/internal/hostproc"
+	"github.com/berthhq/berth/internal/image"
 	"github.com/berthhq/berth/internal/mconsole"
 	"github.com/berthhq/berth/internal/tap"
 )
@@ -47,9 +48,11 @@ type Driver struct {
 	// BootTimeout bounds how long Start waits for the root file system
 	// to be mounted.
 	BootTimeout time.Duration
-	Net         tap.Net
-	Proc        hostproc.Proc
-	Log         *slog.Logger
+	// Images resolves image=NAME disks; the daemon sets it (SetImages).
+	Images ImageSource
+	Net    tap.Net
+	Proc   hostproc.Proc
+	Log    *slog.Logger
 
 	// bootArgs, when set, rewrites the kernel arguments of boot attempt
 	// N (from 1): tests make an attempt fail for a real reason.
@@ -67,6 +70,52 @@ func New(root string, helper []string, log *slog.Logger) *Driver {
 }
 
 var _ guest.Driver = (*Driver)(nil)
+
+// ImageSource finds images' ext4 root images and opens them to the
+// unprivileged UML user; *image.Store satisfies it.
+type ImageSource interface {
+	Path(ctx context.Context, name, format string) (string, error)
+	GrantRead(ctx context.Context, name, format string, gid int) error
+}
+
+// SetImages hands the driver the node's image store; the daemon calls it
+// before serving requests.
+func (d *Driver) SetImages(s *image.Store) { d.Images = s }
+
+// ImagesOf returns the names of the images cfg's disks use, so the image
+// store refuses to remove them.
+func (d *Driver) ImagesOf(cfg api.Guest) []string {
+	s, errs := ParseSpec(cfg.Config)
+	if errs != nil {
+		return nil
+	}
+	var names []string
+	for _, dk := range s.Disks {
+		if dk.ImageName != "" {
+			names = append(names, dk.ImageName)
+		}
+	}
+	return names
+}
+
+// resolve fills in the paths of image=NAME disks: the image's ext4 root
+// image, shared read-only by every guest on it.
+func (d *Driver) resolve(ctx context.Context, s *Spec) error {
+	for i, dk := range s.Disks {
+		if dk.ImageName == "" {
+			continue
+		}
+		if d.Images == nil {
+			return fmt.Errorf("%s: image=%s: this node has no image store", dk.Key, dk.ImageName)
+		}
+		p, err := d.Images.Path(ctx, dk.ImageName, api.ImageFormatExt4)
+		if err != nil {
+			return fmt.Errorf("%s: %w (UML guests boot from an image's ext4 root image; 'berth image build debian NAME --disk ext4' builds one with it)", dk.Key, err)
+		}
+		s.Disks[i].Image = p
+	}
+	return nil
+}
 
 // Kind returns api.GuestUML.
 func (d *Driver) Kind() api.GuestKind { return api.GuestUML }
@@ -156,6 +205,9 @@ func (d *Driver) Create(ctx context.Context, cfg api.Guest, log guest.Logger) er
 	if err != nil {
 		return err
 	}
+	if err := d.resolve(ctx, &s); err != nil {
+		return err
+	}
 	if err := d.preflight(cfg.ID, s); err != nil {
 		return err
 	}
@@ -166,7 +218,10 @@ func (d *Driver) Create(ctx context.Context, cfg api.Guest, log guest.Logger) er
 		return fmt.Errorf("create guest directory: %w (left over from an earlier guest %d? remove it)", err, cfg.ID)
 	}
 	for _, dk := range s.Disks {
-		if dk.COW {
+		switch {
+		case dk.COW && dk.ImageName != "":
+			log.Printf("%s: copy-on-write over image %s (%s)", dk.Key, dk.ImageName, dk.Image)
+		case dk.COW:
 			log.Printf("%s: copy-on-write over read-only base %s", dk.Key, dk.Image)
 		}
 	}
@@ -256,6 +311,11 @@ func (d *Driver) account(ctx context.Context, s Spec) (uid, gid int, name, why s
 	uid, _ = strconv.Atoi(u.Uid)
 	gid, _ = strconv.Atoi(u.Gid)
 	for _, dk := range s.Disks {
+		if dk.ImageName != "" && d.Images != nil {
+			if err := d.Images.GrantRead(ctx, dk.ImageName, api.ImageFormatExt4, gid); err != nil {
+				return -1, -1, "root", fmt.Sprintf("%s: %v", dk.Key, err)
+			}
+		}
 		if err := reachable(dk.Image, uid, gid, !dk.COW && !dk.RO); err != nil {
 			return -1, -1, "root", fmt.Sprintf("%s: %v", dk.Key, err)
 		}
@@ -354,6 +414,9 @@ func (d *Driver) Start(ctx context.Context, cfg api.Guest, log guest.Logger) err
 	}
 	if pid := d.pid(cfg.ID); pid != 0 {
 		return fmt.Errorf("UML guest %d is already running (PID %d)", cfg.ID, pid)
+	}
+	if err := d.resolve(ctx, &s); err != nil {
+		return err
 	}
 	if err := d.preflight(cfg.ID, s); err != nil {
 		return err
@@ -798,6 +861,9 @@ func (d *Driver) Commit(ctx context.Context, cfg api.Guest, disk, image string, 
 	}
 	if disk == "" {
 		disk = "disk0"
+	}
+	if err := d.resolve(ctx, &s); err != nil {
+		return err
 	}
 	if d.pid(cfg.ID) != 0 {
 		return fmt.Errorf("UML guest %d is running: shut it down before committing its COW file", cfg.ID)

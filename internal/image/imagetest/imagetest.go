@@ -71,6 +71,19 @@ func WriteTar(w io.Writer, entries []Entry) error {
 	return tw.Close()
 }
 
+// WriteTarFile writes entries as a tar file at path.
+func WriteTarFile(path string, entries []Entry) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := WriteTar(f, entries); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // BusyboxEntries returns the entries of a minimal busybox root: the
 // busybox binary read from bin, a symlink per applet (from busybox
 // --list-full), /etc/passwd, /etc/group, /etc/os-release and the usual

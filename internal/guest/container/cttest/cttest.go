@@ -40,15 +40,7 @@ func WriteBusyboxTar(dir string) (string, error) {
 		return "", err
 	}
 	p := filepath.Join(dir, "busybox-idle.tar")
-	f, err := os.Create(p)
-	if err != nil {
-		return "", err
-	}
-	if err := imagetest.WriteTar(f, es); err != nil {
-		f.Close()
-		return "", err
-	}
-	return p, f.Close()
+	return p, imagetest.WriteTarFile(p, es)
 }
 
 // ImportBusybox imports the idle busybox image into s as name.
