@@ -73,6 +73,7 @@ type Server struct {
 	abs   string
 	log   *slog.Logger
 	c     counters
+	files fileCache
 	mu    sync.Mutex
 	inUse map[string]bool // client address → a transfer is active
 }
@@ -173,6 +174,7 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 		s.handle(ctx, conn, local, addr, buf[:n], &wg)
 	}
 	wg.Wait()
+	s.files.close()
 	return err
 }
 
@@ -233,7 +235,7 @@ var errRefused = errors.New("path refused")
 
 // open resolves a requested name for a client and opens it inside the
 // root. Escapes return an error wrapping errRefused.
-func (s *Server) open(client *net.UDPAddr, name string) (*os.File, string, error) {
+func (s *Server) open(client *net.UDPAddr, name string) (*os.File, os.FileInfo, string, error) {
 	// Windows boot loaders ask for boot\x64\wdsnbp.com.
 	name = strings.ReplaceAll(name, `\`, "/")
 	if s.cfg.Map != nil {
@@ -243,25 +245,25 @@ func (s *Server) open(client *net.UDPAddr, name string) (*os.File, string, error
 	}
 	rel, err := s.relative(name)
 	if err != nil {
-		return nil, name, err
+		return nil, nil, name, err
 	}
 	f, err := s.root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if strings.Contains(err.Error(), "escapes") {
-			return nil, rel, fmt.Errorf("%w: %q leads out of the TFTP root", errRefused, name)
+			return nil, nil, rel, fmt.Errorf("%w: %q leads out of the TFTP root", errRefused, name)
 		}
-		return nil, rel, err
+		return nil, nil, rel, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, rel, err
+		return nil, nil, rel, err
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, rel, fmt.Errorf("%q is not a regular file: %w", rel, os.ErrPermission)
+		return nil, nil, rel, fmt.Errorf("%q is not a regular file: %w", rel, os.ErrPermission)
 	}
-	return f, rel, nil
+	return f, fi, rel, nil
 }
 
 // relative turns a requested name into a path relative to the root.

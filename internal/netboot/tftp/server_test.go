@@ -2,6 +2,7 @@ package tftp
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -453,5 +454,99 @@ func TestNewErrors(t *testing.T) {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%+v) succeeded", cfg)
 		}
+	}
+}
+
+// TestFileChanges: transfers send a file's current version. A file
+// rewritten or replaced between transfers is sent as it is now, and a
+// file truncated under a transfer ends that transfer with an error
+// instead of crashing the server or sending stale bytes.
+func TestFileChanges(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	srv, addr := startServer(t, Config{Root: dir})
+	get := func() []byte {
+		t.Helper()
+		got, _, err := newTestClient(t, addr).get("f", "blksize", "1468")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+
+	v1 := randomBytes(100000)
+	writeFile(t, path, v1)
+	if got := get(); !bytes.Equal(got, v1) {
+		t.Fatal("first version differs")
+	}
+	v2 := randomBytes(100000) // same size, rewritten in place
+	writeFile(t, path, v2)
+	if got := get(); !bytes.Equal(got, v2) {
+		t.Fatal("rewritten file: got the old contents")
+	}
+	v3 := randomBytes(300000) // replaced by a new, larger file
+	writeFile(t, path+".new", v3)
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(); !bytes.Equal(got, v3) {
+		t.Fatal("replaced file: got the old contents")
+	}
+
+	// Truncated after the first block: the next blocks lie beyond the end
+	// of the file's mapping.
+	c := newTestClient(t, addr)
+	c.onData = func(blk uint16, _ int) {
+		if blk == 1 {
+			if err := os.Truncate(path, 0); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	_, _, err := c.get("f", "blksize", "1468")
+	var te *tftpError
+	if !errors.As(err, &te) || te.Code != errNotDefined {
+		t.Fatalf("download of a file truncated meanwhile: err = %v, want a TFTP error", err)
+	}
+	waitIdle(t, srv)
+	if st := srv.Stats(); st.TransfersFailed != 1 || st.TransfersOK != 3 {
+		t.Errorf("stats = %+v, want 3 good transfers and 1 failed", st)
+	}
+}
+
+// TestFileCacheBounded: transfers of many files keep at most maxIdleFiles
+// mappings, and none once Serve has returned.
+func TestFileCacheBounded(t *testing.T) {
+	dir := t.TempDir()
+	n := maxIdleFiles + 5
+	for i := range n {
+		writeFile(t, filepath.Join(dir, fmt.Sprint(i)), randomBytes(1000+i))
+	}
+	s, err := New(Config{Root: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Serve(ctx, conn) }()
+	addr := conn.LocalAddr().(*net.UDPAddr)
+	for i := range n {
+		if _, _, err := newTestClient(t, addr).get(fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitIdle(t, s)
+	if got := s.files.cached(); got != maxIdleFiles {
+		t.Errorf("after %d files, %d are cached, want %d", n, got, maxIdleFiles)
+	}
+	cancel()
+	<-done
+	if got := s.files.cached(); got != 0 {
+		t.Errorf("after Serve returned, %d files are still cached", got)
 	}
 }

@@ -21,9 +21,9 @@ import (
 // waits are bounded by SO_RCVTIMEO; closing the socket's read side
 // (shutdown) wakes a waiting receive when the transfer is cancelled.
 type sock struct {
-	fd     int
-	set    time.Time // the deadline SO_RCVTIMEO was last set for
-	closed atomic.Bool
+	fd      int
+	rcvtimo time.Duration // SO_RCVTIMEO as last set
+	closed  atomic.Bool
 }
 
 // errTimeout is returned by sock.read when nothing arrived in time.
@@ -110,14 +110,17 @@ func (s *sock) write(b []byte) error {
 	}
 }
 
-// read receives one datagram, waiting until deadline at most.
+// read receives one datagram, waiting until deadline (give or take 1/16
+// of the wait; an early expiry waits again for the rest). SO_RCVTIMEO is set again only when the wait
+// differs from the last one by more than that, so a lock-step transfer,
+// which waits the same timeout after every block, sets it once.
 func (s *sock) read(b []byte, deadline time.Time) (int, error) {
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
 			return 0, errTimeout
 		}
-		if !deadline.Equal(s.set) {
+		if d := left - s.rcvtimo; d > s.rcvtimo/16 || -d > s.rcvtimo/16 {
 			tv := syscall.NsecToTimeval(left.Nanoseconds())
 			if tv.Sec == 0 && tv.Usec == 0 {
 				tv.Usec = 1
@@ -125,7 +128,7 @@ func (s *sock) read(b []byte, deadline time.Time) (int, error) {
 			if err := syscall.SetsockoptTimeval(s.fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
 				return 0, os.NewSyscallError("setsockopt", err)
 			}
-			s.set = deadline
+			s.rcvtimo = left
 		}
 		n, err := syscall.Read(s.fd, b)
 		switch {
@@ -152,20 +155,12 @@ func (s *sock) wake() {
 
 func (s *sock) close() error { return syscall.Close(s.fd) }
 
-// writeBatch sends several datagrams with one sendmmsg(2) call (and more
-// calls only if the kernel takes part of them), so a window costs one
-// system call instead of one per block.
-func (s *sock) writeBatch(pkts [][]byte, iov []unix.Iovec, msgs []unix.Mmsghdr) error {
-	for i, p := range pkts {
-		iov[i].Base = &p[0]
-		iov[i].SetLen(len(p))
-		msgs[i] = unix.Mmsghdr{}
-		msgs[i].Hdr.Iov = &iov[i]
-		msgs[i].Hdr.SetIovlen(1)
-	}
-	sent := 0
-	for sent < len(pkts) {
-		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&msgs[sent])), uintptr(len(pkts)-sent), 0, 0, 0)
+// writeBatch sends the datagrams described by msgs with sendmmsg(2),
+// calling again only for those the kernel did not take, so a window costs
+// one system call instead of one per block.
+func (s *sock) writeBatch(msgs []unix.Mmsghdr) error {
+	for sent := 0; sent < len(msgs); {
+		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&msgs[sent])), uintptr(len(msgs)-sent), 0, 0, 0)
 		switch {
 		case errno == 0:
 			sent += int(n)
@@ -174,6 +169,9 @@ func (s *sock) writeBatch(pkts [][]byte, iov []unix.Iovec, msgs []unix.Mmsghdr) 
 			time.Sleep(50 * time.Microsecond)
 		case errno == unix.ECONNREFUSED:
 			return fmt.Errorf("client went away: %w", errno)
+		case errno == unix.EFAULT:
+			// The kernel could not read the file's mapping.
+			return fmt.Errorf("%w: %w", errShrunk, errno)
 		default:
 			return os.NewSyscallError("sendmmsg", errno)
 		}

@@ -1,8 +1,6 @@
 package tftp
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -18,6 +16,9 @@ import (
 // maxNetascii is the largest file sent in netascii mode, which is converted
 // in memory (boot files are octet; netascii is for text).
 const maxNetascii = 32 << 20
+
+// errNetasciiTooLarge refuses netascii for files above maxNetascii.
+var errNetasciiTooLarge = fmt.Errorf("file is larger than %d MiB; ask for it in octet mode", maxNetascii>>20)
 
 // transfer sends one file to one client from a new socket.
 func (s *Server) transfer(ctx context.Context, local, client *net.UDPAddr, req request) {
@@ -45,7 +46,7 @@ func (s *Server) transfer(ctx context.Context, local, client *net.UDPAddr, req r
 		s.c.failed.Add(1)
 		return
 	}
-	f, rel, err := s.open(client, req.Filename)
+	f, fi, rel, err := s.open(client, req.Filename)
 	if err != nil {
 		s.c.failed.Add(1)
 		switch {
@@ -65,30 +66,28 @@ func (s *Server) transfer(ctx context.Context, local, client *net.UDPAddr, req r
 		}
 		return
 	}
-	defer f.Close()
-
-	var src io.ReaderAt = f
-	fi, err := f.Stat()
+	var data []byte
+	if req.Mode == "netascii" {
+		data, err = readNetascii(f, fi.Size())
+	} else {
+		var ct *content
+		if ct, err = s.files.get(f, fi); err == nil {
+			defer s.files.put(ct)
+			data = ct.data
+		}
+	}
+	f.Close() // a mapping outlives its descriptor
 	if err != nil {
 		s.c.failed.Add(1)
-		fail(errNotDefined, "cannot stat file")
+		s.log.Warn("tftp: read", "client", client.String(), "file", req.Filename, "path", rel, "err", err)
+		msg := "cannot read file"
+		if errors.Is(err, errNetasciiTooLarge) {
+			msg = err.Error()
+		}
+		fail(errNotDefined, msg)
 		return
 	}
-	size := fi.Size()
-	if req.Mode == "netascii" {
-		if size > maxNetascii {
-			s.c.failed.Add(1)
-			fail(errNotDefined, fmt.Sprintf("file is larger than %d MiB; ask for it in octet mode", maxNetascii>>20))
-			return
-		}
-		data, err := toNetascii(f)
-		if err != nil {
-			s.c.failed.Add(1)
-			fail(errNotDefined, "cannot read file")
-			return
-		}
-		src, size = bytes.NewReader(data), int64(len(data))
-	}
+	size := int64(len(data))
 
 	opts := negotiate(req, s.cfg.MaxBlockSize, s.cfg.MaxWindowBytes, size)
 	timeout := s.cfg.Timeout
@@ -99,8 +98,7 @@ func (s *Server) transfer(ctx context.Context, local, client *net.UDPAddr, req r
 
 	t := &sender{
 		conn:    conn,
-		src:     src,
-		size:    size,
+		data:    data,
 		blksize: opts.blksize,
 		window:  opts.window,
 		timeout: timeout,
@@ -116,6 +114,9 @@ func (s *Server) transfer(ctx context.Context, local, client *net.UDPAddr, req r
 	if err != nil {
 		s.c.failed.Add(1)
 		s.log.Warn("tftp: transfer failed", append(attrs, "err", err)...)
+		if errors.Is(err, errShrunk) {
+			fail(errNotDefined, "the file changed on the server while it was being sent; try again")
+		}
 		return
 	}
 	s.c.ok.Add(1)
@@ -123,39 +124,41 @@ func (s *Server) transfer(ctx context.Context, local, client *net.UDPAddr, req r
 	s.log.Info("tftp: sent", attrs...)
 }
 
-// toNetascii converts a file to netascii (RFC 764): LF becomes CR LF and a
-// bare CR becomes CR NUL.
-func toNetascii(r io.Reader) ([]byte, error) {
-	var out bytes.Buffer
-	br := bufio.NewReader(r)
-	for {
-		c, err := br.ReadByte()
-		if err == io.EOF {
-			return out.Bytes(), nil
-		}
-		if err != nil {
-			return nil, err
-		}
+// readNetascii reads a file of size bytes and converts it to netascii
+// (RFC 764): LF becomes CR LF and a bare CR becomes CR NUL.
+func readNetascii(f *os.File, size int64) ([]byte, error) {
+	if size > maxNetascii {
+		return nil, errNetasciiTooLarge
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, maxNetascii+1))
+	if err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	if len(raw) > maxNetascii {
+		return nil, errNetasciiTooLarge
+	}
+	out := make([]byte, 0, len(raw)+len(raw)/16)
+	for _, c := range raw {
 		switch c {
 		case '\n':
-			out.WriteString("\r\n")
+			out = append(out, '\r', '\n')
 		case '\r':
-			out.WriteString("\r\x00")
+			out = append(out, '\r', 0)
 		default:
-			out.WriteByte(c)
-		}
-		if out.Len() > 2*maxNetascii {
-			return nil, errors.New("netascii conversion too large")
+			out = append(out, c)
 		}
 	}
+	return out, nil
 }
 
-// sender runs the data phase of one transfer: lock-step (window 1) or
-// windowed (RFC 7440) with go-back-N on loss.
+// sender runs the data phase of one transfer. Lock-step (RFC 1350) is a
+// window of one block; RFC 7440 windows go back to the first lost block.
+// DATA packets are gathered from a 4-byte header and the block's bytes in
+// the file's mapping and sent with one sendmmsg call per batch, so no
+// block is copied in user space and nothing is allocated per block.
 type sender struct {
 	conn    *sock
-	src     io.ReaderAt
-	size    int64
+	data    []byte
 	blksize int
 	window  int
 	timeout time.Duration
@@ -163,27 +166,28 @@ type sender struct {
 	oack    []byte
 	c       *counters
 
-	pkt []byte // one DATA packet, reused for every block
-	ack []byte
-
-	// Windowed transfers read a batch of blocks into slots and send them
-	// with one sendmmsg call.
-	slots [][]byte
-	iov   []unix.Iovec
-	msgs  []unix.Mmsghdr
+	ack  []byte
+	hdrs [][4]byte // the DATA header of each batch slot
+	iov  []unix.Iovec
+	msgs []unix.Mmsghdr
 }
 
-// batchBytes bounds the memory of one sendmmsg batch.
-const batchBytes = 512 << 10
+// maxBatch is the most DATA packets given to one sendmmsg call.
+const maxBatch = 256
 
 // errGaveUp is returned when the client stopped answering.
 var errGaveUp = errors.New("no answer from the client")
 
 func (t *sender) run(ctx context.Context) error {
-	t.pkt = make([]byte, 4+t.blksize)
 	t.ack = make([]byte, maxPacket)
-	binary.BigEndian.PutUint16(t.pkt, opDATA)
-	last := t.size/int64(t.blksize) + 1 // the short (maybe empty) final block
+	n := min(t.window, maxBatch)
+	t.hdrs = make([][4]byte, n)
+	for i := range t.hdrs {
+		binary.BigEndian.PutUint16(t.hdrs[i][:], opDATA)
+	}
+	t.iov = make([]unix.Iovec, 2*n)
+	t.msgs = make([]unix.Mmsghdr, n)
+	last := int64(len(t.data)/t.blksize) + 1 // the short (maybe empty) final block
 
 	if t.oack != nil {
 		if err := t.handshake(ctx); err != nil {
@@ -195,16 +199,11 @@ func (t *sender) run(ctx context.Context) error {
 	tries := 0
 	for {
 		hi := min(acked+int64(t.window), last)
-		if hi > next && t.window > 1 {
-			if err := t.sendBatches(next, hi); err != nil {
+		if next <= hi {
+			if err := t.send(next, hi); err != nil {
 				return err
 			}
 			next = hi + 1
-		}
-		for ; next <= hi; next++ {
-			if err := t.sendBlock(next); err != nil {
-				return err
-			}
 		}
 		deadline := time.Now().Add(t.timeout)
 		progressed := false
@@ -300,62 +299,33 @@ func (t *sender) handshake(ctx context.Context) error {
 	}
 }
 
-// sendBatches sends blocks from..to (inclusive) in sendmmsg batches.
-func (t *sender) sendBatches(from, to int64) error {
-	if t.slots == nil {
-		n := max(1, min(t.window, batchBytes/(4+t.blksize), 1024))
-		t.slots = make([][]byte, n)
-		for i := range t.slots {
-			t.slots[i] = make([]byte, 4+t.blksize)
-			binary.BigEndian.PutUint16(t.slots[i], opDATA)
-		}
-		t.iov = make([]unix.Iovec, n)
-		t.msgs = make([]unix.Mmsghdr, n)
-	}
+// send sends blocks from..to (1-based, inclusive) in sendmmsg batches.
+func (t *sender) send(from, to int64) error {
+	bs := int64(t.blksize)
+	size := int64(len(t.data))
 	for from <= to {
-		k := int(min(int64(len(t.slots)), to-from+1))
-		pkts := t.slots[:k]
-		for i := range pkts {
-			p, err := t.fill(pkts[i], from+int64(i))
-			if err != nil {
-				return err
+		k := int(min(int64(len(t.msgs)), to-from+1))
+		for i := 0; i < k; i++ {
+			n := from + int64(i)
+			off := (n - 1) * bs
+			end := min(off+bs, size)
+			binary.BigEndian.PutUint16(t.hdrs[i][2:], uint16(n))
+			iov := t.iov[2*i : 2*i+2]
+			iov[0].Base = &t.hdrs[i][0]
+			iov[0].SetLen(4)
+			m := &t.msgs[i].Hdr
+			m.Iov = &iov[0]
+			m.SetIovlen(1)
+			if end > off {
+				iov[1].Base = &t.data[off]
+				iov[1].SetLen(int(end - off))
+				m.SetIovlen(2)
 			}
-			pkts[i] = p
 		}
-		err := t.conn.writeBatch(pkts, t.iov, t.msgs)
-		for i := range pkts {
-			pkts[i] = pkts[i][:cap(pkts[i])]
-		}
-		if err != nil {
-			return err
+		if err := t.conn.writeBatch(t.msgs[:k]); err != nil {
+			return fmt.Errorf("send blocks %d-%d: %w", from, from+int64(k)-1, err)
 		}
 		from += int64(k)
 	}
 	return nil
-}
-
-// fill reads block n (1-based) into pkt and returns the packet to send.
-func (t *sender) fill(pkt []byte, n int64) ([]byte, error) {
-	off := (n - 1) * int64(t.blksize)
-	want := int(max(0, min(int64(t.blksize), t.size-off)))
-	if want > 0 {
-		got, err := t.src.ReadAt(pkt[4:4+want], off)
-		if got < want {
-			if err == nil {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, fmt.Errorf("read block %d: %w", n, err)
-		}
-	}
-	binary.BigEndian.PutUint16(pkt[2:], uint16(n))
-	return pkt[:4+want], nil
-}
-
-// sendBlock reads block n (1-based) from the file and sends it.
-func (t *sender) sendBlock(n int64) error {
-	p, err := t.fill(t.pkt, n)
-	if err != nil {
-		return err
-	}
-	return t.conn.write(p)
 }
