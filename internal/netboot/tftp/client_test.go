@@ -2,7 +2,6 @@ package tftp
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -157,27 +156,9 @@ func startServer(t *testing.T, cfg Config) (*Server, *net.UDPAddr) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.Serve(ctx, conn)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		conn.Close()
-	})
-	return s, conn.LocalAddr().(*net.UDPAddr)
+	s, addr, stop := serveUntilStopped(t, cfg)
+	t.Cleanup(func() { _ = stop() })
+	return s, addr
 }
 
 type testWriter struct{ t *testing.T }

@@ -11,13 +11,23 @@
 //
 // The caller binds the listening socket, so the server answers only where
 // it was configured. Every transfer runs in its own goroutine with its own
-// ephemeral socket (a new transfer ID, bound to the listener's address).
-// Data is read with pread into one buffer per transfer; a lost ACK is
-// answered only by the retransmission timeout, never by a duplicate ACK
-// (the Sorcerer's Apprentice bug); block numbers roll over after 65535 so
-// files of any size can be sent. Windows are capped in bytes
-// (Config.MaxWindowBytes) so a burst never outgrows a client's default
-// socket buffer, and a partial ACK goes back to the first lost block.
+// connected ephemeral socket (a new transfer ID, bound to the listener's
+// address). The file is mapped read-only once and the mapping shared by
+// all transfers of that version of the file (a few stay mapped while idle
+// for the next clients); DATA packets are sent with sendmmsg straight from
+// the mapping, a 4-byte header and the block as two iovecs, so no block is
+// copied or allocated in user space. Lock-step (RFC 1350) is a window of
+// one block in the same send loop as RFC 7440 windows. The first
+// Config.MaxThreads transfers wait for ACKs in blocking recv(2) (an OS
+// thread each, the fastest answer to a lock-step client); later ones wait
+// in Go's netpoller. A lost ACK is answered only by the retransmission
+// timeout, never by a duplicate ACK (the Sorcerer's Apprentice bug); block
+// numbers roll over after 65535 so files of any size can be sent. Windows
+// are capped in bytes (Config.MaxWindowBytes) so a burst never outgrows a
+// client's default socket buffer, and a partial ACK goes back to the first
+// lost block. A file truncated while it is sent ends the transfer with an
+// error packet (the kernel reports EFAULT; Go code never touches the
+// mapping, so there is no SIGBUS).
 //
 // Write requests are answered with an access-violation error. Requested
 // paths are resolved inside Root through os.Root: "..", symbolic links out

@@ -42,6 +42,11 @@ type Config struct {
 	// MaxTransfers limits concurrent transfers; further requests get a
 	// "server busy" error. 0 means 1024.
 	MaxTransfers int
+	// MaxThreads is how many transfers wait for ACKs in blocking system
+	// calls, an OS thread each, which answers lock-step clients fastest;
+	// further transfers wait in Go's netpoller and share the threads. 0
+	// means 64; a negative value puts every transfer in the netpoller.
+	MaxThreads int
 	// Log receives one line per finished transfer and per refused request;
 	// nil discards.
 	Log *slog.Logger
@@ -64,6 +69,7 @@ type Stats struct {
 type counters struct {
 	requests, ok, failed, bytes, retransmits, errors, refused, writes, malformed atomic.Uint64
 	active                                                                       atomic.Int64
+	threads                                                                      atomic.Int64 // transfers waiting in blocking system calls
 }
 
 // Server is a read-only TFTP server.
@@ -113,6 +119,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxTransfers <= 0 {
 		cfg.MaxTransfers = 1024
+	}
+	if cfg.MaxThreads == 0 {
+		cfg.MaxThreads = 64
 	}
 	log := cfg.Log
 	if log == nil {

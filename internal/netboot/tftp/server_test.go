@@ -121,13 +121,15 @@ func TestNegotiate(t *testing.T) {
 	}
 }
 
-func TestTransferSizesAndOptions(t *testing.T) {
+func TestTransferSizesAndOptions(t *testing.T) { bothWaits(t, testTransferSizesAndOptions) }
+
+func testTransferSizesAndOptions(t *testing.T, threads int) {
 	dir := t.TempDir()
 	sizes := []int{0, 1, 511, 512, 513, 1468 * 3, 100000}
 	for _, n := range sizes {
 		writeFile(t, filepath.Join(dir, fmt.Sprintf("f%d", n)), randomBytes(n))
 	}
-	srv, addr := startServer(t, Config{Root: dir})
+	srv, addr := startServer(t, Config{Root: dir, MaxThreads: threads})
 	optSets := [][]string{
 		nil,
 		{"blksize", "1468", "tsize", "0"},
@@ -173,11 +175,13 @@ func waitIdle(t *testing.T, s *Server) {
 
 // TestRollover sends a file of more than 65535 blocks, so block numbers
 // wrap to 0, in lock-step and in windows.
-func TestRollover(t *testing.T) {
+func TestRollover(t *testing.T) { bothWaits(t, testRollover) }
+
+func testRollover(t *testing.T, threads int) {
 	dir := t.TempDir()
 	data := randomBytes(70000*8 + 3)
 	writeFile(t, filepath.Join(dir, "big"), data)
-	_, addr := startServer(t, Config{Root: dir})
+	_, addr := startServer(t, Config{Root: dir, MaxThreads: threads})
 	for _, opts := range [][]string{{"blksize", "8", "windowsize", "32"}, {"blksize", "8"}} {
 		if testing.Short() && len(opts) == 2 {
 			continue
@@ -200,13 +204,15 @@ func TestRollover(t *testing.T) {
 
 // TestSorcerersApprentice: a client that ACKs every block twice must not
 // make the server send any block twice.
-func TestSorcerersApprentice(t *testing.T) {
+func TestSorcerersApprentice(t *testing.T) { bothWaits(t, testSorcerersApprentice) }
+
+func testSorcerersApprentice(t *testing.T, threads int) {
 	dir := t.TempDir()
 	data := randomBytes(512*200 + 10)
 	writeFile(t, filepath.Join(dir, "f"), data)
 	// A long timeout: on a loaded machine a timeout retransmission would
 	// be a second copy too, and this test is about duplicate ACKs only.
-	srv, addr := startServer(t, Config{Root: dir, Timeout: 30 * time.Second})
+	srv, addr := startServer(t, Config{Root: dir, Timeout: 30 * time.Second, MaxThreads: threads})
 	for _, opts := range [][]string{nil, {"windowsize", "4"}} {
 		c := newTestClient(t, addr)
 		c.dupAcks = true
@@ -226,11 +232,13 @@ func TestSorcerersApprentice(t *testing.T) {
 
 // TestRetransmit: a lost block is sent again after the timeout, and a
 // partial window ACK makes the server go back to the lost block.
-func TestRetransmit(t *testing.T) {
+func TestRetransmit(t *testing.T) { bothWaits(t, testRetransmit) }
+
+func testRetransmit(t *testing.T, threads int) {
 	dir := t.TempDir()
 	data := randomBytes(512*40 + 1)
 	writeFile(t, filepath.Join(dir, "f"), data)
-	srv, addr := startServer(t, Config{Root: dir, Timeout: 50 * time.Millisecond})
+	srv, addr := startServer(t, Config{Root: dir, Timeout: 50 * time.Millisecond, MaxThreads: threads})
 	for _, opts := range [][]string{nil, {"windowsize", "8"}} {
 		c := newTestClient(t, addr)
 		c.dropOnce[3] = true
@@ -248,10 +256,12 @@ func TestRetransmit(t *testing.T) {
 
 // TestGiveUp: a client that never ACKs makes the transfer fail after the
 // retries, and it is counted.
-func TestGiveUp(t *testing.T) {
+func TestGiveUp(t *testing.T) { bothWaits(t, testGiveUp) }
+
+func testGiveUp(t *testing.T, threads int) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "f"), randomBytes(2000))
-	srv, addr := startServer(t, Config{Root: dir, Timeout: 20 * time.Millisecond, Retries: 2})
+	srv, addr := startServer(t, Config{Root: dir, Timeout: 20 * time.Millisecond, Retries: 2, MaxThreads: threads})
 	c := newTestClient(t, addr)
 	c.conn.WriteToUDP(rrq("f", "octet"), addr)
 	deadline := time.Now().Add(5 * time.Second)
@@ -414,11 +424,13 @@ func TestMap(t *testing.T) {
 	}
 }
 
+// TestConcurrentClients: 200 transfers at once, the first 16 waiting in
+// their own threads, the others in the netpoller.
 func TestConcurrentClients(t *testing.T) {
 	dir := t.TempDir()
 	data := randomBytes(64 << 10)
 	writeFile(t, filepath.Join(dir, "f"), data)
-	srv, addr := startServer(t, Config{Root: dir})
+	srv, addr := startServer(t, Config{Root: dir, MaxThreads: 16})
 	const n = 200
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -461,10 +473,12 @@ func TestNewErrors(t *testing.T) {
 // rewritten or replaced between transfers is sent as it is now, and a
 // file truncated under a transfer ends that transfer with an error
 // instead of crashing the server or sending stale bytes.
-func TestFileChanges(t *testing.T) {
+func TestFileChanges(t *testing.T) { bothWaits(t, testFileChanges) }
+
+func testFileChanges(t *testing.T, threads int) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "f")
-	srv, addr := startServer(t, Config{Root: dir})
+	srv, addr := startServer(t, Config{Root: dir, MaxThreads: threads})
 	get := func() []byte {
 		t.Helper()
 		got, _, err := newTestClient(t, addr).get("f", "blksize", "1468")
@@ -522,19 +536,7 @@ func TestFileCacheBounded(t *testing.T) {
 	for i := range n {
 		writeFile(t, filepath.Join(dir, fmt.Sprint(i)), randomBytes(1000+i))
 	}
-	s, err := New(Config{Root: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Serve(ctx, conn) }()
-	addr := conn.LocalAddr().(*net.UDPAddr)
+	s, addr, stop := serveUntilStopped(t, Config{Root: dir})
 	for i := range n {
 		if _, _, err := newTestClient(t, addr).get(fmt.Sprint(i)); err != nil {
 			t.Fatal(err)
@@ -544,9 +546,73 @@ func TestFileCacheBounded(t *testing.T) {
 	if got := s.files.cached(); got != maxIdleFiles {
 		t.Errorf("after %d files, %d are cached, want %d", n, got, maxIdleFiles)
 	}
-	cancel()
-	<-done
+	if err := stop(); !errors.Is(err, context.Canceled) {
+		t.Errorf("Serve returned %v, want context.Canceled", err)
+	}
 	if got := s.files.cached(); got != 0 {
 		t.Errorf("after Serve returned, %d files are still cached", got)
 	}
+}
+
+// bothWaits runs a test with transfers waiting in blocking system calls
+// (threads) and in the netpoller.
+func bothWaits(t *testing.T, f func(t *testing.T, threads int)) {
+	t.Run("threads", func(t *testing.T) { f(t, 0) })
+	t.Run("netpoller", func(t *testing.T) { f(t, -1) })
+}
+
+// TestCancel: cancelling Serve ends transfers waiting for an ACK at once,
+// in both ways of waiting, and Serve returns.
+func TestCancel(t *testing.T) { bothWaits(t, testCancel) }
+
+func testCancel(t *testing.T, threads int) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "f"), randomBytes(5000))
+	s, addr, stop := serveUntilStopped(t, Config{Root: dir, Timeout: time.Minute, MaxThreads: threads})
+	c := newTestClient(t, addr)
+	c.conn.WriteToUDP(rrq("f", "octet"), addr)
+	buf := make([]byte, 600)
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, _, err := c.conn.ReadFromUDP(buf); err != nil { // block 1, never ACKed
+		t.Fatal(err)
+	}
+	if a := s.Stats().Active; a != 1 {
+		t.Fatalf("active = %d, want 1", a)
+	}
+	done := make(chan error, 1)
+	go func() { done <- stop() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Serve returned %v, want context.Canceled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve did not return after cancel: the waiting transfer was not woken")
+	}
+	if st := s.Stats(); st.Active != 0 || st.TransfersFailed != 1 {
+		t.Errorf("stats = %+v, want no active and 1 failed transfer", st)
+	}
+}
+
+// serveUntilStopped runs a server on a loopback port until stop is
+// called; stop cancels Serve and returns its error.
+func serveUntilStopped(t *testing.T, cfg Config) (*Server, *net.UDPAddr, func() error) {
+	t.Helper()
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, conn) }()
+	stop := func() error {
+		cancel()
+		return <-done
+	}
+	return s, conn.LocalAddr().(*net.UDPAddr), stop
 }

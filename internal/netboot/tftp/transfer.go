@@ -27,7 +27,16 @@ func (s *Server) transfer(ctx context.Context, local, client *net.UDPAddr, req r
 	if local != nil {
 		lip = local.IP
 	}
-	conn, err := dialSock(lip, client)
+	// Blocking waits answer fastest but hold a thread each; past
+	// MaxThreads transfers wait in the netpoller.
+	poll := true
+	if s.c.threads.Add(1) <= int64(s.cfg.MaxThreads) {
+		poll = false
+		defer s.c.threads.Add(-1)
+	} else {
+		s.c.threads.Add(-1)
+	}
+	conn, err := dialSock(lip, client, poll)
 	if err != nil {
 		s.c.failed.Add(1)
 		s.log.Warn("tftp: cannot open a transfer socket", "client", client.String(), "err", err)
@@ -322,7 +331,7 @@ func (t *sender) send(from, to int64) error {
 				m.SetIovlen(2)
 			}
 		}
-		if err := t.conn.writeBatch(t.msgs[:k]); err != nil {
+		if _, err := t.conn.writeBatch(t.msgs[:k]); err != nil {
 			return fmt.Errorf("send blocks %d-%d: %w", from, from+int64(k)-1, err)
 		}
 		from += int64(k)
