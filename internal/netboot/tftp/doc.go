@@ -16,8 +16,11 @@
 // all transfers of that version of the file (a few stay mapped while idle
 // for the next clients); DATA packets are sent with sendmmsg straight from
 // the mapping, a 4-byte header and the block as two iovecs, so no block is
-// copied or allocated in user space. Lock-step (RFC 1350) is a window of
-// one block in the same send loop as RFC 7440 windows. The first
+// copied or allocated in user space; in windows, up to 64 blocks go in one
+// UDP segmentation offload message (UDP_SEGMENT), which the kernel cuts
+// into datagrams, with plain per-block messages where it refuses.
+// Lock-step (RFC 1350) is a window of one block in the same send loop as
+// RFC 7440 windows. The first
 // Config.MaxThreads transfers wait for ACKs in blocking recv(2) (an OS
 // thread each, the fastest answer to a lock-step client); later ones wait
 // in Go's netpoller. A lost ACK is answered only by the retransmission

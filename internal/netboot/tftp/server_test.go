@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,8 +15,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 func writeFile(t *testing.T, path string, data []byte) {
@@ -615,4 +618,55 @@ func serveUntilStopped(t *testing.T, cfg Config) (*Server, *net.UDPAddr, func() 
 		return <-done
 	}
 	return s, conn.LocalAddr().(*net.UDPAddr), stop
+}
+
+// TestSegmentationFallback: when the kernel refuses a UDP_SEGMENT message
+// (here a malformed control message stands in for an old kernel or a
+// route without checksum offload), the window is sent again one datagram
+// per block, complete and in order.
+func TestSegmentationFallback(t *testing.T) {
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	conn, err := dialSock(net.IPv4(127, 0, 0, 1), peer.LocalAddr().(*net.UDPAddr), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.close()
+	data := randomBytes(20*100 + 7)
+	for _, broken := range []bool{false, true} {
+		snd := &sender{conn: conn, data: data, blksize: 100, window: 21, c: &counters{}}
+		snd.prepare()
+		if snd.seg < 2 {
+			t.Fatalf("segmentation not set up: seg = %d", snd.seg)
+		}
+		if broken {
+			h := (*unix.Cmsghdr)(unsafe.Pointer(&snd.gso[0]))
+			h.SetLen(unix.CmsgLen(1))
+		}
+		if err := snd.send(1, 21); err != nil {
+			t.Fatalf("broken=%v: %v", broken, err)
+		}
+		if broken && snd.seg != 0 {
+			t.Errorf("seg = %d after the kernel refused segmentation, want 0", snd.seg)
+		}
+		buf := make([]byte, 200)
+		var got []byte
+		for want := uint16(1); want <= 21; want++ {
+			peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _, err := peer.ReadFromUDP(buf)
+			if err != nil {
+				t.Fatalf("broken=%v: block %d: %v", broken, want, err)
+			}
+			if op, blk := binary.BigEndian.Uint16(buf), binary.BigEndian.Uint16(buf[2:]); op != opDATA || blk != want {
+				t.Fatalf("broken=%v: got opcode %d block %d, want DATA %d", broken, op, blk, want)
+			}
+			got = append(got, buf[4:n]...)
+		}
+		if !bytes.Equal(got, data) {
+			t.Errorf("broken=%v: the datagrams carry %d bytes that differ from the file's %d", broken, len(got), len(data))
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -175,10 +176,13 @@ type sender struct {
 	oack    []byte
 	c       *counters
 
-	ack  []byte
-	hdrs [][4]byte // the DATA header of each batch slot
-	iov  []unix.Iovec
-	msgs []unix.Mmsghdr
+	ack    []byte
+	hdrs   [][4]byte // the DATA header of each batch slot
+	iov    []unix.Iovec
+	msgs   []unix.Mmsghdr
+	blocks []int  // blocks in each message
+	seg    int    // blocks per message with UDP segmentation, 0 without
+	gso    []byte // the UDP_SEGMENT control message
 }
 
 // maxBatch is the most DATA packets given to one sendmmsg call.
@@ -187,7 +191,8 @@ const maxBatch = 256
 // errGaveUp is returned when the client stopped answering.
 var errGaveUp = errors.New("no answer from the client")
 
-func (t *sender) run(ctx context.Context) error {
+// prepare allocates the buffers of a transfer, once.
+func (t *sender) prepare() {
 	t.ack = make([]byte, maxPacket)
 	n := min(t.window, maxBatch)
 	t.hdrs = make([][4]byte, n)
@@ -196,6 +201,12 @@ func (t *sender) run(ctx context.Context) error {
 	}
 	t.iov = make([]unix.Iovec, 2*n)
 	t.msgs = make([]unix.Mmsghdr, n)
+	t.blocks = make([]int, n)
+	t.setupSegmentation()
+}
+
+func (t *sender) run(ctx context.Context) error {
+	t.prepare()
 	last := int64(len(t.data)/t.blksize) + 1 // the short (maybe empty) final block
 
 	if t.oack != nil {
@@ -309,32 +320,76 @@ func (t *sender) handshake(ctx context.Context) error {
 }
 
 // send sends blocks from..to (1-based, inclusive) in sendmmsg batches.
+// With UDP segmentation offload (t.seg > 1), one message carries up to
+// t.seg blocks — iovecs header, block, header, block… — and the kernel
+// cuts it into one datagram per block (UDP_SEGMENT, all of 4+blksize
+// bytes but the last), so a window passes the IP stack a few times rather
+// than once per block. If the kernel or the route refuses segmentation
+// (old kernels, no checksum offload, datagrams above the path MTU), the
+// transfer goes on without it.
 func (t *sender) send(from, to int64) error {
 	bs := int64(t.blksize)
 	size := int64(len(t.data))
 	for from <= to {
-		k := int(min(int64(len(t.msgs)), to-from+1))
-		for i := 0; i < k; i++ {
-			n := from + int64(i)
-			off := (n - 1) * bs
-			end := min(off+bs, size)
-			binary.BigEndian.PutUint16(t.hdrs[i][2:], uint16(n))
-			iov := t.iov[2*i : 2*i+2]
-			iov[0].Base = &t.hdrs[i][0]
-			iov[0].SetLen(4)
-			m := &t.msgs[i].Hdr
-			m.Iov = &iov[0]
-			m.SetIovlen(1)
-			if end > off {
-				iov[1].Base = &t.data[off]
-				iov[1].SetLen(int(end - off))
-				m.SetIovlen(2)
+		slot, nmsg := 0, 0
+		for n := from; n <= to && slot < len(t.hdrs); nmsg++ {
+			k := int(min(int64(max(t.seg, 1)), to-n+1, int64(len(t.hdrs)-slot)))
+			first := slot
+			niov := 0
+			for ; k > 0; k-- {
+				off := (n - 1) * bs
+				end := min(off+bs, size)
+				binary.BigEndian.PutUint16(t.hdrs[slot][2:], uint16(n))
+				t.iov[niov+2*first].Base = &t.hdrs[slot][0]
+				t.iov[niov+2*first].SetLen(4)
+				niov++
+				if end > off {
+					t.iov[niov+2*first].Base = &t.data[off]
+					t.iov[niov+2*first].SetLen(int(end - off))
+					niov++
+				}
+				slot++
+				n++
+			}
+			m := &t.msgs[nmsg].Hdr
+			m.Iov = &t.iov[2*first]
+			m.SetIovlen(niov)
+			m.Control, m.Controllen = nil, 0
+			if t.blocks[nmsg] = slot - first; t.blocks[nmsg] > 1 {
+				m.Control = &t.gso[0]
+				m.SetControllen(len(t.gso))
 			}
 		}
-		if _, err := t.conn.writeBatch(t.msgs[:k]); err != nil {
-			return fmt.Errorf("send blocks %d-%d: %w", from, from+int64(k)-1, err)
+		sent, err := t.conn.writeBatch(t.msgs[:nmsg])
+		for _, b := range t.blocks[:sent] {
+			from += int64(b)
 		}
-		from += int64(k)
+		if err != nil {
+			if t.seg > 1 && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIO) || errors.Is(err, unix.EMSGSIZE)) {
+				t.seg = 0 // sent again below, one datagram per block
+				continue
+			}
+			return fmt.Errorf("send blocks %d-%d: %w", from, to, err)
+		}
 	}
 	return nil
+}
+
+// maxSegments is the most datagrams one UDP_SEGMENT message is cut into
+// (the kernel's limit was 64 before Linux 6.9).
+const maxSegments = 64
+
+// setupSegmentation prepares UDP segmentation offload for windows: as
+// many blocks per message as fit in one 64 KiB IP datagram.
+func (t *sender) setupSegmentation() {
+	t.seg = min(maxSegments, (0xffff-20-8)/(4+t.blksize), t.window)
+	if t.seg < 2 {
+		t.seg = 0
+		return
+	}
+	t.gso = make([]byte, unix.CmsgSpace(2))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&t.gso[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&t.gso[unix.CmsgLen(0)])) = uint16(4 + t.blksize)
 }
