@@ -30,27 +30,30 @@ type ImageNamer interface {
 // removal refused while a guest uses the image: its config names it in the
 // "image" option (containers) or its driver says so (ImageNamer).
 func openImages(ctx context.Context, st store.Store, o Options, reg *guest.Registry, log *slog.Logger) (*image.Store, error) {
-	inUse := func(ctx context.Context, name string) ([]int, error) {
-		gs, err := reg.List(ctx)
-		if err != nil {
-			return nil, err
-		}
-		var ids []int
-		for _, g := range gs {
-			uses := g.Config["image"] == name
-			if d, err := reg.Driver(g.Kind); err == nil {
-				if n, ok := d.(ImageNamer); ok {
-					uses = uses || slices.Contains(n.ImagesOf(g), name)
+	users := func(withRoot bool) image.InUseFunc {
+		return func(ctx context.Context, name string) ([]int, error) {
+			gs, err := reg.List(ctx)
+			if err != nil {
+				return nil, err
+			}
+			var ids []int
+			for _, g := range gs {
+				uses := withRoot && g.Config["image"] == name
+				if d, err := reg.Driver(g.Kind); err == nil {
+					if n, ok := d.(ImageNamer); ok {
+						uses = uses || slices.Contains(n.ImagesOf(g), name)
+					}
+				}
+				if uses {
+					ids = append(ids, g.ID)
 				}
 			}
-			if uses {
-				ids = append(ids, g.ID)
-			}
+			return ids, nil
 		}
-		return ids, nil
 	}
+	// Containers use the root only; VMs and UML guests the derived disks.
 	imgs, err := image.Open(ctx, st, filepath.Join(o.DataDir, "images"), log.With("part", "images"),
-		image.WithInUse(inUse), image.WithDebootstrapCache(o.ImageCache))
+		image.WithInUse(users(true)), image.WithDisksInUse(users(false)), image.WithDebootstrapCache(o.ImageCache))
 	if err != nil {
 		return nil, err
 	}

@@ -178,7 +178,7 @@ func (s *Store) CheckDisks(ctx context.Context, name string, d *DiskOptions) err
 	}
 	if len(replace) > 0 {
 		var iu *InUseError
-		if err := s.checkInUse(ctx, name); errors.As(err, &iu) {
+		if err := s.checkDisksInUse(ctx, name); errors.As(err, &iu) {
 			iu.Detail = fmt.Sprintf("its %s disk would be replaced under their overlays and COW files: destroy them first, or import the image under a new name", strings.Join(replace, ", "))
 			return iu
 		} else if err != nil {

@@ -50,6 +50,12 @@ type Option func(*Store)
 // image. Without it every image counts as unused.
 func WithInUse(f InUseFunc) Option { return func(s *Store) { s.inUse = f } }
 
+// WithDisksInUse sets the function MakeDisks asks which guests depend on
+// an image's derived disks (VM overlays, UML COW files), so that it does
+// not replace a disk under them. Without it every guest of WithInUse
+// counts, containers included.
+func WithDisksInUse(f InUseFunc) Option { return func(s *Store) { s.disksInUse = f } }
+
 // WithDebootstrapCache makes Build keep debootstrap's downloaded packages in
 // dir (one tarball per suite, variant, architecture and package list) and
 // reuse them, so a rebuild needs no network. Empty disables the cache.
@@ -57,11 +63,13 @@ func WithDebootstrapCache(dir string) Option { return func(s *Store) { s.debCach
 
 // Store is the image store. It is safe for concurrent use.
 type Store struct {
-	st       store.Store
-	dir      string
-	log      *slog.Logger
-	inUse    InUseFunc
-	debCache string
+	st    store.Store
+	dir   string
+	log   *slog.Logger
+	inUse InUseFunc
+	// disksInUse is inUse for the derived disks only (WithDisksInUse).
+	disksInUse InUseFunc
+	debCache   string
 
 	mu   sync.Mutex
 	busy map[string]bool // names being imported, built or removed
@@ -366,10 +374,22 @@ func (s *Store) CheckRemove(ctx context.Context, name string) error {
 }
 
 func (s *Store) checkInUse(ctx context.Context, name string) error {
-	if s.inUse == nil {
+	return s.checkUsers(ctx, name, s.inUse)
+}
+
+// checkDisksInUse refuses when guests depend on the image's derived disks.
+func (s *Store) checkDisksInUse(ctx context.Context, name string) error {
+	if s.disksInUse != nil {
+		return s.checkUsers(ctx, name, s.disksInUse)
+	}
+	return s.checkInUse(ctx, name)
+}
+
+func (s *Store) checkUsers(ctx context.Context, name string, inUse InUseFunc) error {
+	if inUse == nil {
 		return nil
 	}
-	ids, err := s.inUse(ctx, name)
+	ids, err := inUse(ctx, name)
 	if err != nil {
 		return fmt.Errorf("image %q: find guests using it: %w", name, err)
 	}

@@ -339,4 +339,18 @@ func TestDiskInUse(t *testing.T) {
 	if _, err := s.MakeDisks(ctx, "bb", image.DiskOptions{Formats: []string{"ext4"}, Size: "32M"}, imagetest.Logger{T: t}); err != nil {
 		t.Errorf("replacing an unused disk: %v", err)
 	}
+	// A guest that uses only the root (a container) does not hold the
+	// disks when the store knows who uses the disks.
+	s2, err := image.Open(ctx, e.st, e.dir, nil,
+		image.WithInUse(func(context.Context, string) ([]int, error) { return []int{120}, nil }),
+		image.WithDisksInUse(func(context.Context, string) ([]int, error) { return nil, nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.MakeDisks(ctx, "bb", image.DiskOptions{Formats: []string{"ext4"}, Size: "32M"}, imagetest.Logger{T: t}); err != nil {
+		t.Errorf("replacing a disk only a container's image uses: %v", err)
+	}
+	if err := s2.Remove(ctx, "bb"); !errors.As(err, &iu) {
+		t.Errorf("remove while a container uses the root: %v", err)
+	}
 }
