@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"time"
 	"unsafe"
 
@@ -188,6 +189,9 @@ type sender struct {
 // maxBatch is the most DATA packets given to one sendmmsg call.
 const maxBatch = 256
 
+// yieldEvery is how often a transfer yields to the scheduler.
+const yieldEvery = 2 * time.Millisecond
+
 // errGaveUp is returned when the client stopped answering.
 var errGaveUp = errors.New("no answer from the client")
 
@@ -214,6 +218,7 @@ func (t *sender) run(ctx context.Context) error {
 			return err
 		}
 	}
+	yielded := time.Now()
 	var acked int64 // highest block acknowledged
 	next := int64(1)
 	tries := 0
@@ -225,7 +230,16 @@ func (t *sender) run(ctx context.Context) error {
 			}
 			next = hi + 1
 		}
-		deadline := time.Now().Add(t.timeout)
+		now := time.Now()
+		if now.Sub(yielded) > yieldEvery {
+			// A goroutine that only ever returns from system calls
+			// looks stuck to the runtime: after 10 ms its monitor takes
+			// the P away at the next call and keeps polling every 20 µs,
+			// which costs more than this.
+			runtime.Gosched()
+			yielded = now
+		}
+		deadline := now.Add(t.timeout)
 		progressed := false
 		for !progressed {
 			n, err := t.conn.read(t.ack, deadline)
