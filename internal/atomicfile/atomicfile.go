@@ -12,6 +12,19 @@ import (
 
 // WriteFile replaces path with data, with permission bits perm.
 func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, true)
+}
+
+// WriteRuntime replaces path with data like WriteFile, atomically for
+// readers and across a crash of the writing process, but without fsync:
+// for runtime state that a reboot makes void anyway (a running process's
+// PID), where a power loss may lose the file or leave the old one, never
+// a mix.
+func WriteRuntime(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, false)
+}
+
+func write(path string, data []byte, perm os.FileMode, sync bool) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -21,7 +34,7 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	if _, err = f.Write(data); err == nil {
 		err = f.Chmod(perm)
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -32,6 +45,9 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if !sync {
+		return nil
 	}
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync()

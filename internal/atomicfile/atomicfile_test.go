@@ -7,12 +7,21 @@ import (
 )
 
 func TestWriteFile(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		write func(string, []byte, os.FileMode) error
+	}{{"WriteFile", WriteFile}, {"WriteRuntime", WriteRuntime}} {
+		t.Run(tc.name, func(t *testing.T) { testWrite(t, tc.write) })
+	}
+}
+
+func testWrite(t *testing.T, write func(string, []byte, os.FileMode) error) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "conf")
 	if err := os.WriteFile(p, []byte("old"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteFile(p, []byte("new"), 0o640); err != nil {
+	if err := write(p, []byte("new"), 0o640); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(p)
@@ -25,7 +34,7 @@ func TestWriteFile(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Errorf("directory holds %d entries, want only the file (no temporary left)", len(ents))
 	}
-	if err := WriteFile(filepath.Join(dir, "missing", "x"), nil, 0o600); err == nil {
+	if err := write(filepath.Join(dir, "missing", "x"), nil, 0o600); err == nil {
 		t.Error("write into a missing directory succeeded; want an error (no parents are created)")
 	}
 }

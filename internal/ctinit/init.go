@@ -1,21 +1,16 @@
 package ctinit
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/berthhq/berth/internal/ksm"
-	"github.com/berthhq/berth/internal/seccomp"
 )
 
 // DroppedCaps are removed from the bounding set of every container
@@ -38,316 +33,291 @@ var (
 	readOnly   = []string{"proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus", "proc/fs"}
 )
 
-// RunInit is the init helper: it reads the spec from the socket on fd
-// sockFD, sets up the container from inside its new namespaces and
-// executes the container's init. It returns only on failure, after
-// reporting the error to the daemon.
-func RunInit(sockFD int) error {
-	runtime.LockOSThread()
-	// fd 4 is the berth binary the daemon executed us through.
-	unix.CloseOnExec(sockFD + 1)
-	// The daemon learns that init runs when the socket closes on exec.
-	unix.CloseOnExec(sockFD)
-	spec, rootFD, err := recvSpec(sockFD)
-	if err == nil {
-		err = setup(spec, rootFD)
-	}
-	if err == nil {
-		err = execInit(spec, sockFD)
-	}
-	report(sockFD, err)
-	return err
+// Init is a new container's first process while the daemon sets the
+// container up around it.
+type Init struct {
+	// PID is the process on the host; PidFD refers to it.
+	PID, PidFD int
+	sock       int
+	p          *program
 }
 
-func setup(spec Spec, rootFD int) error {
+// StartInit forks the container's first process into new mount, PID,
+// UTS, IPC and network namespaces (and a new user namespace mapping
+// spec.IDBase, unless privileged), with the raw technique of Join: the
+// child runs a program of raw system calls prepared here. Its first step
+// waits for Run to hand over the root file system, so the daemon can put
+// it into its cgroups, id-map the image against its user namespace and
+// move NICs into its network namespace first. The child then makes the
+// cgroups it was put in the root of a new cgroup namespace, attaches the
+// root, mounts /proc, /sys and a minimal /dev with masked and read-only
+// paths, sets the hostname, brings the links up and configures addresses
+// (with spec.IPTool, before the root switch), pivots into the root and
+// detaches the host's mounts, drops capabilities, installs the seccomp
+// filter and executes init. Call Close when done, Kill on failure.
+func StartInit(spec Spec) (*Init, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socketpair: %w", err)
+	}
+	defer unix.Close(fds[1])
+	p, err := initProgram(spec, fds[1])
+	if err != nil {
+		unix.Close(fds[0])
+		return nil, err
+	}
+	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET)
+	if !spec.Privileged {
+		flags |= unix.CLONE_NEWUSER
+	}
+	runtime.LockOSThread()
+	pid, pidfd, err := p.start(flags)
+	runtime.UnlockOSThread()
+	if err != nil {
+		unix.Close(fds[0])
+		return nil, fmt.Errorf("start container init: %w", err)
+	}
+	in := &Init{PID: pid, PidFD: pidfd, sock: fds[0], p: p}
+	if !spec.Privileged {
+		m := fmt.Sprintf("0 %d %d\n", spec.IDBase, spec.IDSize)
+		for _, f := range []string{"uid_map", "gid_map"} {
+			if err := os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, f), []byte(m), 0); err != nil {
+				in.Kill()
+				return nil, fmt.Errorf("write the container's %s: %w", f, err)
+			}
+		}
+	}
+	return in, nil
+}
+
+// Run hands the root mount fd to the waiting child and returns once it
+// executed init, or with the step that failed.
+func (in *Init) Run(rootFD int) error {
+	if err := unix.Sendmsg(in.sock, []byte{1}, unix.UnixRights(rootFD), nil, 0); err != nil {
+		return fmt.Errorf("send the root file system to the container's init: %w", err)
+	}
+	if err := in.p.readReport(in.sock); err != nil {
+		return fmt.Errorf("container setup failed: %w", err)
+	}
+	return nil
+}
+
+// Kill kills the child and reaps it; it also closes like Close.
+func (in *Init) Kill() {
+	_ = unix.PidfdSendSignal(in.PidFD, unix.SIGKILL, nil, 0)
+	var ws unix.WaitStatus
+	_, _ = unix.Wait4(in.PID, &ws, 0, nil)
+	in.Close()
+}
+
+// Close releases the setup socket. The pidfd stays open for the caller.
+func (in *Init) Close() {
+	if in.sock >= 0 {
+		unix.Close(in.sock)
+		in.sock = -1
+	}
+}
+
+// atFDCWD is AT_FDCWD as a system call argument.
+const atFDCWD = ^uintptr(99) // -100
+
+// initProgram builds the init child's steps; sock is its end of the
+// setup socket.
+func initProgram(spec Spec, sock int) (*program, error) {
+	p := &program{}
+	keep := []int{sock, spec.Console, spec.Null}
+	if spec.Self >= 0 {
+		keep = append(keep, spec.Self)
+	}
+	in := p.useFDs(keep...)
+	p.report = in[0]
+	p.call("set up standard descriptors", unix.SYS_DUP3, in[2], 0, 0)
+	p.call("set up standard descriptors", unix.SYS_DUP3, in[1], 1, 0)
+	p.call("set up standard descriptors", unix.SYS_DUP3, in[1], 2, 0)
+	p.call("new session", unix.SYS_SETSID)
+	p.call("parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL))
+
+	// Wait for the root file system (and with it the go-ahead).
+	iov := &unix.Iovec{Base: (*byte)(p.buf(16)), Len: 16}
+	p.keep = append(p.keep, iov)
+	ctl := p.buf(unix.CmsgSpace(4))
+	fdSlot := unsafe.Add(ctl, unix.CmsgLen(0))
+	*(*int32)(fdSlot) = -1
+	msg := &unix.Msghdr{Iov: iov, Iovlen: 1, Control: (*byte)(ctl), Controllen: uint64(unix.CmsgSpace(4))}
+	p.special("receive the root file system", kRecvFD, fdSlot, in[0], p.ptr(msg, unsafe.Pointer(msg)))
+
+	confineCreds(p)
+	p.call("parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL))
 	// The daemon has put this process into the container's cgroups: make
 	// them the root of its view.
-	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-		return fmt.Errorf("new cgroup namespace: %w", err)
-	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make mounts private: %w", err)
-	}
-	if err := unix.MoveMount(rootFD, "", unix.AT_FDCWD, "/tmp", unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("attach root file system %s: %w", spec.Root, err)
-	}
+	p.call("new cgroup namespace", unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP)
+	p.mount("make mounts private", "", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
+	p.call("attach root file system "+spec.Root, unix.SYS_MOVE_MOUNT, 0, p.cstr(""), atFDCWD, p.cstr("/tmp"), unix.MOVE_MOUNT_F_EMPTY_PATH)
+	p.onReg(0)
 	// Work relative to the new root from here on: its host path may not
 	// be searchable by the guest's ids.
-	if err := unix.Fchdir(rootFD); err != nil {
-		return fmt.Errorf("enter root file system: %w", err)
+	p.call("enter root file system", unix.SYS_FCHDIR, 0)
+	p.onReg(0)
+	p.call("close root file system descriptor", unix.SYS_CLOSE, 0)
+	p.onReg(0)
+	mountSpecial(p)
+	host := append([]byte(spec.Hostname), 0)
+	p.keep = append(p.keep, host)
+	p.call("set hostname", unix.SYS_SETHOSTNAME, uintptr(unsafe.Pointer(&host[0])), uintptr(len(spec.Hostname)))
+	if err := setupNet(p, spec); err != nil {
+		return nil, err
 	}
-	unix.Close(rootFD)
-	const root = "."
-	if err := mountSpecial(root, spec.Privileged); err != nil {
-		return err
-	}
-	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
-		return fmt.Errorf("set hostname: %w", err)
-	}
-	if err := setupNet(spec); err != nil {
-		return err
-	}
-	if err := unix.PivotRoot(".", "."); err != nil {
-		return fmt.Errorf("pivot_root: %w", err)
-	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("detach the host's mounts: %w", err)
-	}
-	return unix.Chdir("/")
-}
+	p.call("pivot_root", unix.SYS_PIVOT_ROOT, p.cstr("."), p.cstr("."))
+	p.call("detach the host's mounts", unix.SYS_UMOUNT2, p.cstr("."), unix.MNT_DETACH)
+	p.call("change to /", unix.SYS_CHDIR, p.cstr("/"))
+	p.call("clear parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, 0)
+	confine(p, spec.KSM)
 
-func mkdirs(root string, dirs ...string) {
-	for _, d := range dirs {
-		_ = os.MkdirAll(filepath.Join(root, d), 0o755)
-	}
-}
-
-// mountSpecial builds /proc, /sys and /dev under root. It runs before the
-// root switch: in a user namespace, proc and sysfs may only be mounted
-// while a fully visible instance is in the mount namespace.
-func mountSpecial(root string, privileged bool) error {
-	mkdirs(root, "proc", "sys", "dev", "tmp", "run")
-	type m struct {
-		src, dst, fs string
-		flags        uintptr
-		data         string
-	}
-	nodev := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
-	for _, x := range []m{
-		{"proc", "proc", "proc", nodev, ""},
-		{"sysfs", "sys", "sysfs", nodev | unix.MS_RDONLY, ""},
-		{"tmpfs", "dev", "tmpfs", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=755,size=65536k"},
-	} {
-		if err := unix.Mount(x.src, filepath.Join(root, x.dst), x.fs, x.flags, x.data); err != nil {
-			return fmt.Errorf("mount %s on /%s: %w", x.fs, x.dst, err)
-		}
-	}
-	dev := filepath.Join(root, "dev")
-	for _, d := range devices {
-		p := filepath.Join(dev, d)
-		if f, err := os.Create(p); err == nil {
-			f.Close()
-		}
-		if err := unix.Mount("/dev/"+d, p, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("bind /dev/%s: %w", d, err)
-		}
-	}
-	mkdirs(dev, "pts", "shm")
-	if err := unix.Mount("devpts", filepath.Join(dev, "pts"), "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
-		return fmt.Errorf("mount devpts: %w", err)
-	}
-	if err := unix.Mount("shm", filepath.Join(dev, "shm"), "tmpfs", nodev, "mode=1777,size=65536k"); err != nil {
-		return fmt.Errorf("mount /dev/shm: %w", err)
-	}
-	for name, target := range map[string]string{"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
-		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
-		if err := os.Symlink(target, filepath.Join(dev, name)); err != nil {
-			return fmt.Errorf("create /dev/%s: %w", name, err)
-		}
-	}
-	for _, p := range masked {
-		full := filepath.Join(root, p)
-		if !exists(full) {
-			continue
-		}
-		if err := unix.Mount("/dev/null", full, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("mask /%s: %w", p, err)
-		}
-	}
-	for _, p := range maskedDirs {
-		full := filepath.Join(root, p)
-		if !exists(full) {
-			continue
-		}
-		if err := unix.Mount("tmpfs", full, "tmpfs", unix.MS_RDONLY|nodev, "size=0"); err != nil {
-			return fmt.Errorf("mask /%s: %w", p, err)
-		}
-	}
-	for _, p := range readOnly {
-		full := filepath.Join(root, p)
-		if !exists(full) {
-			continue
-		}
-		if err := unix.Mount(full, full, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind /%s: %w", p, err)
-		}
-		if err := unix.Mount("", full, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|nodev, ""); err != nil {
-			return fmt.Errorf("make /%s read-only: %w", p, err)
-		}
-	}
-	return nil
-}
-
-// setupNet brings lo up and configures the NICs with the host's ip(8),
-// which is still reachable before the root switch.
-func setupNet(spec Spec) error {
-	if err := linkUp("lo"); err != nil {
-		return err
-	}
-	for _, n := range spec.Nets {
-		if err := linkUp(n.Name); err != nil {
-			return err
-		}
-		if n.Address != "" {
-			if err := ip(spec.IPTool, "addr", "add", n.Address, "dev", n.Name); err != nil {
-				return err
-			}
-		}
-		if n.Gateway != "" {
-			if err := ip(spec.IPTool, "route", "add", "default", "via", n.Gateway, "dev", n.Name); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func ip(tool string, args ...string) error {
-	if tool == "" {
-		tool = "ip"
-	}
-	out, err := exec.Command(tool, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-// linkUp sets IFF_UP on an interface with an ioctl.
-func linkUp(name string) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("bring %s up: %w", name, err)
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bring %s up: %w", name, err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bring %s up: %w", name, err)
-	}
-	return nil
-}
-
-// confineKSM applies the container's KSM choice around Confine: "on" sets
-// PR_SET_MEMORY_MERGE before (the filter of "off" would refuse it), "off"
-// clears it and adds the no-merge filter after. Both are inherited by
-// every process init starts.
-func confineKSM(choice string) error {
-	switch choice {
-	case "on":
-		if err := ksm.SetProcessMerge(true); errors.Is(err, ksm.ErrMergeAnyUnsupported) {
-			// Only memory programs mark themselves merges; `berth ksm
-			// status` shows "whole process: no".
-			fmt.Fprintf(os.Stderr, "berth: ksm=1: %v; only memory that programs mark mergeable themselves can be merged\n", err)
-		} else if err != nil {
-			return fmt.Errorf("ksm=1: %w", err)
-		}
-	case "off":
-		if err := ksm.SetProcessMerge(false); err != nil && !errors.Is(err, ksm.ErrMergeAnyUnsupported) {
-			return fmt.Errorf("ksm=0: %w", err)
-		}
-	}
-	if err := Confine(); err != nil {
-		return err
-	}
-	if choice == "off" {
-		if err := seccomp.InstallNoMerge(); err != nil {
-			return fmt.Errorf("ksm=0: %w", err)
-		}
-	}
-	return nil
-}
-
-// Confine drops the capabilities in DroppedCaps from the bounding set,
-// installs the seccomp filter and clears the signal mask. It must run on
-// the locked OS thread that then calls execve.
-func Confine() error {
-	for _, c := range DroppedCaps {
-		if err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("drop capability %d: %w", c, err)
-		}
-	}
-	if err := seccomp.Install(); err != nil {
-		return err
-	}
-	var empty unix.Sigset_t
-	if _, _, e := unix.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&empty)), 0, 8, 0, 0); e != 0 {
-		return fmt.Errorf("clear signal mask: %w", e)
-	}
-	signal.Reset()
-	return nil
-}
-
-// lookPath finds file in PATH inside the (already switched) root.
-func lookPath(file string, env []string) (string, error) {
-	if strings.Contains(file, "/") {
-		if st, err := os.Stat(file); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-			return "", fmt.Errorf("%s: not an executable file in the container", file)
-		}
-		return file, nil
-	}
-	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	for _, e := range env {
-		if v, ok := strings.CutPrefix(e, "PATH="); ok {
-			path = v
-		}
-	}
-	for _, dir := range filepath.SplitList(path) {
-		p := filepath.Join(dir, file)
-		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s: command not found in the container's PATH (%s)", file, path)
-}
-
-// DefaultEnv is the environment of init and of exec'd commands.
-var DefaultEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=linux", "container=berth", "HOME=/root"}
-
-func execInit(spec Spec, sockFD int) error {
 	argv := spec.Init
 	if len(argv) == 0 {
 		argv = []string{"/sbin/init"}
 	}
 	env := append(append([]string(nil), DefaultEnv...), spec.Env...)
-	path, err := lookPath(argv[0], env)
-	if err != nil && len(spec.Init) == 0 {
+	e, err := p.execPlan(candidates(argv[0], env), argv, env)
+	if err != nil {
+		return nil, err
+	}
+	if len(spec.Init) == 0 && spec.Self >= 0 {
 		// An image without an init (a debootstrap minbase): berth's
 		// own minimal init keeps the container up and reaps orphans.
-		if err := confineKSM(spec.KSM); err != nil {
+		e.fallbackFD = in[3]
+		// It gets the report descriptor, to close once it handles
+		// signals (before, a shutdown signal would be lost).
+		if e.fallbackArgv, err = syscall.SlicePtrFromStrings([]string{"berth", MiniInitMode, strconv.Itoa(int(p.report))}); err != nil {
+			return nil, err
+		}
+	}
+	e.rep, e.step = p.report, len(p.steps)
+	p.special("execute init "+argv[0], kExec, unsafe.Pointer(e))
+	return p, nil
+}
+
+// MiniInitMode is the hidden berth command that runs MiniInit.
+const MiniInitMode = "__ct-miniinit"
+
+// mountSpecial builds /proc, /sys and /dev in the current directory (the
+// new root). It runs before the root switch: in a user namespace, proc
+// and sysfs may only be mounted while a fully visible instance is in the
+// mount namespace.
+func mountSpecial(p *program) {
+	mkdir := func(d string) {
+		p.call("create /"+d, unix.SYS_MKDIRAT, atFDCWD, p.cstr(d), 0o755)
+		p.tolerate(unix.EEXIST, 0)
+	}
+	for _, d := range []string{"proc", "sys", "dev", "tmp", "run"} {
+		mkdir(d)
+	}
+	nodev := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	p.mount("mount proc on /proc", "proc", "proc", "proc", nodev, "")
+	p.mount("mount sysfs on /sys", "sysfs", "sys", "sysfs", nodev|unix.MS_RDONLY, "")
+	p.mount("mount tmpfs on /dev", "tmpfs", "dev", "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=65536k")
+	for _, d := range devices {
+		p.call("create /dev/"+d, unix.SYS_MKNODAT, atFDCWD, p.cstr("dev/"+d), unix.S_IFREG|0o644, 0)
+		p.mount("bind /dev/"+d, "/dev/"+d, "dev/"+d, "", unix.MS_BIND, "")
+	}
+	mkdir("dev/pts")
+	mkdir("dev/shm")
+	p.mount("mount devpts", "devpts", "dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+	p.mount("mount /dev/shm", "shm", "dev/shm", "tmpfs", nodev, "mode=1777,size=65536k")
+	for _, l := range [][2]string{{"ptmx", "pts/ptmx"}, {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"},
+		{"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}} {
+		p.call("create /dev/"+l[0], unix.SYS_SYMLINKAT, p.cstr(l[1]), atFDCWD, p.cstr("dev/"+l[0]))
+	}
+	// Paths the kernel does not have are skipped (ENOENT).
+	for _, m := range masked {
+		p.mount("mask /"+m, "/dev/null", m, "", unix.MS_BIND, "")
+		p.tolerate(unix.ENOENT, 0)
+	}
+	for _, m := range maskedDirs {
+		p.mount("mask /"+m, "tmpfs", m, "tmpfs", unix.MS_RDONLY|nodev, "size=0")
+		p.tolerate(unix.ENOENT, 0)
+	}
+	for _, m := range readOnly {
+		p.mount("bind /"+m, m, m, "", unix.MS_BIND|unix.MS_REC, "")
+		p.tolerate(unix.ENOENT, 0)
+		p.mount("make /"+m+" read-only", "", m, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|nodev, "")
+		p.tolerate(unix.ENOENT, 0)
+	}
+}
+
+// setupNet brings lo and the NICs up (SIOCSIFFLAGS) and configures their
+// addresses and default routes with the host's ip(8), which is still
+// reachable before the root switch.
+func setupNet(p *program, spec Spec) error {
+	p.call("network socket", unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0).setReg = true
+	links := []string{"lo"}
+	for _, n := range spec.Nets {
+		links = append(links, n.Name)
+	}
+	for _, name := range links {
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			return fmt.Errorf("interface %q: %w", name, err)
+		}
+		a := p.ptr(ifr, unsafe.Pointer(ifr))
+		p.call("bring "+name+" up", unix.SYS_IOCTL, 0, unix.SIOCGIFFLAGS, a)
+		p.onReg(0)
+		// The flags are the first field of the union after the name.
+		p.special("bring "+name+" up", kOr16, unsafe.Add(unsafe.Pointer(ifr), unix.IFNAMSIZ), unix.IFF_UP)
+		p.call("bring "+name+" up", unix.SYS_IOCTL, 0, unix.SIOCSIFFLAGS, a)
+		p.onReg(0)
+	}
+	p.call("close network socket", unix.SYS_CLOSE, 0)
+	p.onReg(0)
+	tool := spec.IPTool
+	if tool == "" {
+		tool = "/sbin/ip"
+	}
+	ip := func(args ...string) error {
+		e, err := p.execPlan([]string{tool}, append([]string{"ip"}, args...), []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"})
+		if err != nil {
 			return err
 		}
-		// No exec closes the socket here: close it (and the binary's
-		// descriptor) so the daemon sees init running.
-		unix.Close(sockFD)
-		unix.Close(sockFD + 1)
-		MiniInit()
+		p.special("ip "+strings.Join(args, " ")+" (its output is in the console log)", kRunWait, unsafe.Pointer(e))
+		return nil
 	}
-	if err != nil {
-		return err
+	for _, n := range spec.Nets {
+		if n.Address != "" {
+			if err := ip("addr", "add", n.Address, "dev", n.Name); err != nil {
+				return err
+			}
+		}
+		if n.Gateway != "" {
+			if err := ip("route", "add", "default", "via", n.Gateway, "dev", n.Name); err != nil {
+				return err
+			}
+		}
 	}
-	if err := confineKSM(spec.KSM); err != nil {
-		return err
-	}
-	return fmt.Errorf("execute init %s: %w", path, syscall.Exec(path, argv, env))
+	return nil
 }
+
+// DefaultEnv is the environment of init and of exec'd commands.
+var DefaultEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=linux", "container=berth", "HOME=/root"}
 
 // MiniInit is the init of containers whose image has none: it reaps
 // orphaned children and exits on SIGTERM, SIGPWR, SIGINT or SIGUSR2
-// (clean shutdown). It never returns.
-func MiniInit() {
+// (clean shutdown). It never returns. args are MiniInitMode's arguments:
+// the descriptor to close once the signals are handled, which tells the
+// daemon the container runs (a PID namespace's init loses the signals it
+// has no handler for).
+func MiniInit(args []string) {
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, unix.SIGTERM, unix.SIGPWR, unix.SIGINT, unix.SIGUSR2, unix.SIGCHLD)
+	if len(args) > 0 {
+		if fd, err := strconv.Atoi(args[0]); err == nil && fd > 2 {
+			unix.Close(fd)
+		}
+	}
 	for s := range sig {
 		if s != unix.SIGCHLD {
 			_ = unix.Kill(-1, unix.SIGTERM)
-			os.Exit(0)
+			// A raw exit: nothing to flush, and no exit hooks to run.
+			unix.Exit(0)
 		}
 		for {
 			var ws unix.WaitStatus

@@ -1,18 +1,18 @@
 package ctinit
 
 import (
-	"path/filepath"
-	"strings"
-
+	"context"
 	"fmt"
-	"github.com/berthhq/berth/internal/seccomp"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
-	"syscall"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berthhq/berth/internal/seccomp"
 )
 
 // Namespaces are joined in this order: the user namespace first (it grants
@@ -48,24 +48,71 @@ type JoinSpec struct {
 	// so that the command is as mergeable as the container's other
 	// processes.
 	KSM string
+	// Cgroups are the container's cgroup directories, one per hierarchy;
+	// the command joins each.
+	Cgroups []string
+	// Stdio are the descriptors that become the command's 0, 1 and 2.
+	Stdio [3]int
+	// TTY makes Stdio[0] (a terminal) the controlling terminal of the
+	// command's new session.
+	TTY bool
 }
 
 // Join runs spec.Argv inside the container and returns its exit status as
-// a shell would (128+signal when killed). It must run in a helper process
-// of its own (the berth hidden command), never in the daemon: it locks its
-// thread into the container's PID namespace and forks a single-threaded
-// child with the raw clone system call (setns of a user or mount namespace
-// is refused to multi-threaded processes). Between fork and execve the
-// child makes nothing but raw system calls on memory prepared beforehand:
-// it joins the namespaces, becomes the guest's root, drops the capability
-// bounding set like init did, installs the seccomp filter and executes the
-// command, trying each directory of PATH in turn as execvp does. No berth
-// code runs inside the container. stdin, stdout and stderr are inherited.
-func Join(spec JoinSpec) (int, error) {
-	runtime.LockOSThread()
+// a shell would (128+signal when killed); it kills the command when ctx
+// ends. No helper process is involved: on an OS thread of its own, which
+// is never given back to the Go scheduler (it ends with its goroutine),
+// Join enters the container's PID namespace (which applies to the
+// thread's children only) and forks with clone3. The child is a copy of
+// that one thread and makes nothing but raw system calls on memory
+// prepared beforehand (see program): it joins the container's cgroups,
+// setns into its user namespace first (allowed: the child is
+// single-threaded) and then the others, becomes the guest's root, drops
+// the capability bounding set like init, sets no_new_privs, installs the
+// seccomp filter and executes the command, trying each directory of PATH
+// in turn as execvp does. No berth code runs inside the container, and
+// the daemon's own threads never change namespace.
+func Join(ctx context.Context, spec JoinSpec) (int, error) {
 	if len(spec.Argv) == 0 {
 		return 0, fmt.Errorf("no command given")
 	}
+	type result struct {
+		code int
+		err  error
+	}
+	started := make(chan int, 1) // the pidfd, or -1
+	done := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread's PID namespace for children
+		// changes, so it must not run anything else afterwards.
+		runtime.LockOSThread()
+		code, err := join(spec, started)
+		done <- result{code, err}
+	}()
+	pidfd := <-started
+	if pidfd < 0 {
+		r := <-done
+		return r.code, r.err
+	}
+	select {
+	case r := <-done:
+		return r.code, r.err
+	case <-ctx.Done():
+		_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+		r := <-done
+		return r.code, r.err
+	}
+}
+
+// join runs on a locked thread; it sends the child's pidfd (or -1) on
+// started, then waits for the command and closes the pidfd.
+func join(spec JoinSpec, started chan<- int) (code int, err error) {
+	sent := false
+	defer func() {
+		if !sent {
+			started <- -1
+		}
+	}()
 	if spec.StartTime != 0 {
 		st, err := StartTime(spec.PID)
 		if err != nil || st != spec.StartTime {
@@ -76,7 +123,9 @@ func Join(spec JoinSpec) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("open PID namespace of %d: %w", spec.PID, err)
 	}
-	var c childPlan
+	defer unix.Close(pidns)
+	fds := []int{spec.Stdio[0], spec.Stdio[1], spec.Stdio[2]}
+	var names []string
 	for _, ns := range joinOrder {
 		if ns.name == "user" && spec.Privileged {
 			continue
@@ -85,52 +134,37 @@ func Join(spec JoinSpec) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("open %s namespace of %d: %w", ns.name, spec.PID, err)
 		}
-		c.nsfds = append(c.nsfds, uintptr(fd))
+		defer unix.Close(fd)
+		fds = append(fds, fd)
+		names = append(names, ns.name)
 	}
-	env := append(append([]string(nil), DefaultEnv...), spec.Env...)
-	if c.envv, err = syscall.SlicePtrFromStrings(env); err != nil {
+	var rep [2]int
+	if err := unix.Pipe2(rep[:], unix.O_CLOEXEC); err != nil {
+		return 0, fmt.Errorf("report pipe: %w", err)
+	}
+	defer unix.Close(rep[0])
+	fds = append(fds, rep[1])
+	p, err := joinProgram(spec, fds, names)
+	if err != nil {
+		unix.Close(rep[1])
 		return 0, err
 	}
-	if c.argv, err = syscall.SlicePtrFromStrings(spec.Argv); err != nil {
-		return 0, err
-	}
-	for _, p := range candidates(spec.Argv[0], env) {
-		bp, err := syscall.BytePtrFromString(p)
-		if err != nil {
-			return 0, err
-		}
-		c.paths = append(c.paths, bp)
-	}
-	cwd := spec.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
-	if c.cwd, err = syscall.BytePtrFromString(cwd); err != nil {
-		return 0, err
-	}
-	c.caps = DroppedCaps
-	c.filter = seccomp.Program()
-	c.fprog = unix.SockFprog{Len: uint16(len(c.filter)), Filter: &c.filter[0]}
-	switch spec.KSM {
-	case "on":
-		c.mergeAny = true
-	case "off":
-		c.noMerge = seccomp.NoMergeProgram()
-		c.noMergeProg = unix.SockFprog{Len: uint16(len(c.noMerge)), Filter: &c.noMerge[0]}
-	}
-	c.msgNotFound = []byte("berth exec: " + spec.Argv[0] + ": command not found in the container\n")
-	c.msgNoExec = []byte("berth exec: " + spec.Argv[0] + ": cannot execute in the container\n")
 	// The PID namespace applies to children of this (locked) thread.
 	if err := unix.Setns(pidns, unix.CLONE_NEWPID); err != nil {
+		unix.Close(rep[1])
 		return 0, fmt.Errorf("join PID namespace: %w", err)
 	}
-	pid, errno := forkJoin(&c)
-	runtime.KeepAlive(&c)
-	if errno != 0 {
-		return 0, fmt.Errorf("fork into container: %w", errno)
+	pid, pidfd, err := p.start(0)
+	unix.Close(rep[1])
+	if err != nil {
+		return 0, fmt.Errorf("fork into container: %w", err)
 	}
+	defer unix.Close(pidfd)
+	started <- pidfd
+	sent = true
+	setupErr := p.readReport(rep[0])
+	var ws unix.WaitStatus
 	for {
-		var ws unix.WaitStatus
 		_, err := unix.Wait4(pid, &ws, 0, nil)
 		if err == unix.EINTR {
 			continue
@@ -138,17 +172,65 @@ func Join(spec JoinSpec) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("wait for command: %w", err)
 		}
-		switch {
-		case ws.Exited():
-			code := ws.ExitStatus()
-			if code >= joinFailBase && code < joinFailBase+len(joinStepNames) {
-				return 0, fmt.Errorf("entering the container failed at %s", joinStepNames[code-joinFailBase])
-			}
-			return code, nil
-		case ws.Signaled():
-			return 128 + int(ws.Signal()), nil
-		}
+		break
 	}
+	if setupErr != nil {
+		return 0, fmt.Errorf("entering the container failed: %w", setupErr)
+	}
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus(), nil
+	case ws.Signaled():
+		return 128 + int(ws.Signal()), nil
+	}
+	return 0, fmt.Errorf("command ended with wait status %#x", uint32(ws))
+}
+
+// joinProgram builds the child's steps. fds are stdin, stdout, stderr,
+// the namespace descriptors (in joinOrder, named by nsNames) and the
+// report pipe's write end.
+func joinProgram(spec JoinSpec, fds []int, nsNames []string) (*program, error) {
+	p := &program{}
+	in := p.useFDs(fds...)
+	p.report = in[len(in)-1]
+	for i := 0; i < 3; i++ {
+		p.call("set up standard descriptors", unix.SYS_DUP3, in[i], uintptr(i), 0)
+	}
+	p.call("new session", unix.SYS_SETSID)
+	if spec.TTY {
+		p.call("set controlling terminal", unix.SYS_IOCTL, 0, unix.TIOCSCTTY, 0)
+	}
+	one := p.cstr("0")
+	for _, dir := range spec.Cgroups {
+		name := "join cgroup " + dir
+		p.call(name, unix.SYS_OPENAT, atFDCWD, p.cstr(filepath.Join(dir, "cgroup.procs")), unix.O_WRONLY|unix.O_CLOEXEC).setReg = true
+		p.call(name, unix.SYS_WRITE, 0, one, 1)
+		p.onReg(0)
+		p.call(name, unix.SYS_CLOSE, 0)
+		p.onReg(0)
+	}
+	for i, name := range nsNames {
+		p.call("join "+name+" namespace", unix.SYS_SETNS, in[3+i], 0)
+	}
+	confineCreds(p)
+	// Die with the daemon thread that waits (set after the credential
+	// change, which would clear it).
+	p.call("parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL))
+	cwd := spec.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	p.call("change to "+cwd, unix.SYS_CHDIR, p.cstr(cwd))
+	confine(p, spec.KSM)
+	env := append(append([]string(nil), DefaultEnv...), spec.Env...)
+	e, err := p.execPlan(candidates(spec.Argv[0], env), spec.Argv, env)
+	if err != nil {
+		return nil, err
+	}
+	e.notFound = []byte("berth exec: " + spec.Argv[0] + ": command not found in the container\n")
+	e.noExec = []byte("berth exec: " + spec.Argv[0] + ": cannot execute in the container\n")
+	p.special("execute "+spec.Argv[0], kExec, unsafe.Pointer(e))
+	return p, nil
 }
 
 // candidates lists the paths execvp would try for file.
@@ -172,109 +254,46 @@ func candidates(file string, env []string) []string {
 	return out
 }
 
-// childPlan is everything the forked child needs, prepared in advance.
-type childPlan struct {
-	nsfds       []uintptr
-	argv, envv  []*byte
-	paths       []*byte
-	cwd         *byte
-	caps        []uintptr
-	filter      []unix.SockFilter
-	fprog       unix.SockFprog
-	mergeAny    bool              // PR_SET_MEMORY_MERGE (ksm=1)
-	noMerge     []unix.SockFilter // the no-merge filter (ksm=0), or nil
-	noMergeProg unix.SockFprog
-	msgNotFound []byte
-	msgNoExec   []byte
+// confineCreds makes the child the container's root (uid and gid 0, no
+// supplementary groups) in its current user namespace.
+func confineCreds(p *program) {
+	p.call("setgroups", unix.SYS_SETGROUPS, 0, 0)
+	p.call("setresgid", unix.SYS_SETRESGID, 0, 0, 0)
+	p.call("setresuid", unix.SYS_SETRESUID, 0, 0, 0)
 }
 
-// Exit codes of the forked child when a step fails before the command
-// runs; chosen above what shells use. 126 and 127 keep their shell
-// meanings (cannot execute, not found).
-const joinFailBase = 240
-
-var joinStepNames = []string{"setns", "setgroups", "setresgid", "setresuid", "chdir", "capabilities", "seccomp"}
-
-//go:norace
-//go:nosplit
-func rawExit(code uintptr) { syscall.RawSyscall(unix.SYS_EXIT_GROUP, code, 0, 0) }
-
-// forkJoin forks; the child carries out c and executes the command.
-// Between fork and execve the child may only make raw system calls: it is
-// a copy of one thread of a Go process without a runtime.
-//
-//go:norace
-//go:nocheckptr
-func forkJoin(c *childPlan) (int, syscall.Errno) {
-	// Block signals around the fork so that none is delivered to the
-	// child on a Go handler; the child clears the mask before execve.
-	var all, old, none unix.Sigset_t
-	for i := range all.Val {
-		all.Val[i] = ^uint64(0)
-	}
-	syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&all)), uintptr(unsafe.Pointer(&old)), 8, 0, 0)
-	pid, _, errno := syscall.RawSyscall6(unix.SYS_CLONE, uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
-	if errno != 0 || pid != 0 {
-		syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
-		return int(pid), errno
-	}
-	// Child.
-	for i := 0; i < len(c.nsfds); i++ {
-		if _, _, e := syscall.RawSyscall(unix.SYS_SETNS, c.nsfds[i], 0, 0); e != 0 {
-			rawExit(joinFailBase + 0)
+// confine applies the KSM choice (see Spec.KSM), drops DroppedCaps from
+// the bounding set, sets no_new_privs, installs the seccomp filter (and
+// for KSM "off" the no-merge filter) and clears the signal mask: the last
+// steps before execve.
+func confine(p *program, ksm string) {
+	switch ksm {
+	case "on", "off":
+		// Kernels before 6.4 refuse it (EINVAL): only memory that
+		// programs mark mergeable themselves can be merged there.
+		v := uintptr(0)
+		if ksm == "on" {
+			v = 1
 		}
+		p.call("set PR_SET_MEMORY_MERGE (ksm)", unix.SYS_PRCTL, unix.PR_SET_MEMORY_MERGE, v, 0, 0, 0)
+		p.tolerate(unix.EINVAL, 0)
 	}
-	if _, _, e := syscall.RawSyscall(unix.SYS_SETGROUPS, 0, 0, 0); e != 0 {
-		rawExit(joinFailBase + 1)
+	for _, c := range DroppedCaps {
+		p.call(fmt.Sprintf("drop capability %d", c), unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c)
+		p.tolerate(unix.EINVAL, 0)
 	}
-	if _, _, e := syscall.RawSyscall(unix.SYS_SETRESGID, 0, 0, 0); e != 0 {
-		rawExit(joinFailBase + 2)
+	p.call("set no_new_privs", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+	filter := seccomp.Program()
+	fprog := &unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	p.keep = append(p.keep, filter)
+	p.call("install the seccomp filter", unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, p.ptr(fprog, unsafe.Pointer(fprog)))
+	if ksm == "off" {
+		nm := seccomp.NoMergeProgram()
+		nprog := &unix.SockFprog{Len: uint16(len(nm)), Filter: &nm[0]}
+		p.keep = append(p.keep, nm)
+		p.call("install the no-merge seccomp filter (ksm=0)", unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, p.ptr(nprog, unsafe.Pointer(nprog)))
 	}
-	if _, _, e := syscall.RawSyscall(unix.SYS_SETRESUID, 0, 0, 0); e != 0 {
-		rawExit(joinFailBase + 3)
-	}
-	// Die with the helper (set after the credential change, which would
-	// clear it).
-	syscall.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0)
-	if _, _, e := syscall.RawSyscall(unix.SYS_CHDIR, uintptr(unsafe.Pointer(c.cwd)), 0, 0); e != 0 {
-		rawExit(joinFailBase + 4)
-	}
-	for i := 0; i < len(c.caps); i++ {
-		if _, _, e := syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c.caps[i], 0, 0, 0, 0); e != 0 && e != unix.EINVAL {
-			rawExit(joinFailBase + 5)
-		}
-	}
-	if c.mergeAny {
-		// Kernels before 6.4 refuse it (EINVAL); init then ran without
-		// it too.
-		syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_MEMORY_MERGE, 1, 0, 0, 0, 0)
-	}
-	if _, _, e := syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); e != 0 {
-		rawExit(joinFailBase + 6)
-	}
-	if _, _, e := syscall.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&c.fprog))); e != 0 {
-		rawExit(joinFailBase + 6)
-	}
-	if c.noMerge != nil {
-		if _, _, e := syscall.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&c.noMergeProg))); e != 0 {
-			rawExit(joinFailBase + 6)
-		}
-	}
-	syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&none)), 0, 8, 0, 0)
-	notFound := true
-	for i := 0; i < len(c.paths); i++ {
-		_, _, e := syscall.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(c.paths[i])), uintptr(unsafe.Pointer(&c.argv[0])), uintptr(unsafe.Pointer(&c.envv[0])))
-		if e != unix.ENOENT && e != unix.ENOTDIR {
-			notFound = false
-		}
-	}
-	if notFound {
-		syscall.RawSyscall(unix.SYS_WRITE, 2, uintptr(unsafe.Pointer(&c.msgNotFound[0])), uintptr(len(c.msgNotFound)))
-		rawExit(127)
-	}
-	syscall.RawSyscall(unix.SYS_WRITE, 2, uintptr(unsafe.Pointer(&c.msgNoExec[0])), uintptr(len(c.msgNoExec)))
-	rawExit(126)
-	return 0, 0
+	p.call("clear the signal mask", unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(p.buf(8)), 0, 8)
 }
 
 // StartTime returns field 22 of /proc/PID/stat: the process's start time in

@@ -85,8 +85,10 @@ func main() {
 
 	fmt.Printf("start latency (start request -> command ran inside -> hard stop), median of %d cycles, busybox rootfs %s\n", *n, rootfs)
 	must(task(ctx, cl, "POST", "/api/v1/guests", api.Guest{ID: 1000, Kind: api.GuestContainer, Config: map[string]string{"image": "bb"}}))
-	berthMed := median(*n, func() error { return berthCycle(ctx, cl, 1000) })
-	fmt.Printf("  berth (unprivileged, idmapped overlay, API): median %s\n", berthMed)
+	var steps [3][]time.Duration
+	berthMed := median(*n, func() error { return berthCycle(ctx, cl, 1000, &steps) })
+	fmt.Printf("  berth (unprivileged, idmapped overlay, API): median %s (start task %s, exec %s, stop task %s)\n",
+		berthMed, mid(steps[0]), mid(steps[1]), mid(steps[2]))
 	if !*skipLXC {
 		lxcMed := median(*n, func() error { return lxcCycle(tmp, rootfs) })
 		fmt.Printf("  lxc (privileged, lxc-start -d + lxc-attach + lxc-stop -k): median %s\n", lxcMed)
@@ -121,16 +123,33 @@ func task(ctx context.Context, cl *client.Client, method, path string, body any)
 	return nil
 }
 
-func berthCycle(ctx context.Context, cl *client.Client, id int) error {
+// berthCycle runs one cycle and appends each step's duration to steps
+// (start task, exec, stop task).
+func berthCycle(ctx context.Context, cl *client.Client, id int, steps *[3][]time.Duration) error {
 	p := "/api/v1/guests/" + strconv.Itoa(id) + "/status/"
+	t0 := time.Now()
 	if err := task(ctx, cl, "POST", p+"start", nil); err != nil {
 		return err
 	}
+	t1 := time.Now()
 	code, err := cl.ContainerExec(ctx, id, api.ContainerExecRequest{Argv: []string{"/bin/true"}}, client.ExecIO{})
 	if err != nil || code != 0 {
 		return fmt.Errorf("exec: %d %v", code, err)
 	}
-	return task(ctx, cl, "POST", p+"stop", nil)
+	t2 := time.Now()
+	err = task(ctx, cl, "POST", p+"stop", nil)
+	t3 := time.Now()
+	steps[0] = append(steps[0], t1.Sub(t0))
+	steps[1] = append(steps[1], t2.Sub(t1))
+	steps[2] = append(steps[2], t3.Sub(t2))
+	return err
+}
+
+// mid is the median of ds.
+func mid(ds []time.Duration) time.Duration {
+	ds = slices.Clone(ds)
+	slices.Sort(ds)
+	return ds[len(ds)/2].Round(10 * time.Microsecond)
 }
 
 func lxcCycle(dir, rootfs string) error {

@@ -7,9 +7,10 @@
 // cgroup v1/v2 limits, a seccomp filter, a reduced capability bounding set,
 // a minimal /dev and masked /proc complete the isolation.
 //
-// No berth process stays alive per container: a re-exec'd helper
-// (package ctinit) sets the container up from inside its namespaces and
-// replaces itself with the container's init. The driver finds running
+// No berth process stays alive per container: the daemon forks the
+// container's first process itself (package ctinit), which sets the
+// container up from inside its namespaces with raw system calls and
+// executes the container's init. The driver finds running
 // containers again through DATA/containers/ID/init.pid (PID and start
 // time) and their cgroups, so containers survive daemon restarts and
 // crashes and are re-adopted.
@@ -28,7 +29,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -40,12 +40,6 @@ import (
 	"github.com/berthhq/berth/internal/guest"
 	"github.com/berthhq/berth/internal/ksm"
 	"github.com/berthhq/berth/internal/store"
-)
-
-// Hidden berth subcommands the driver re-executes.
-const (
-	InitMode = "__ct-init"
-	ExecMode = "__ct-exec"
 )
 
 // ImageSource resolves an image name to its read-only root directory;
@@ -63,7 +57,8 @@ type Options struct {
 	Store store.Store
 	// Images resolves image names.
 	Images ImageSource
-	// Self is the berth binary to re-execute (default: os.Executable).
+	// Self is the berth binary, executed as the minimal init of images
+	// without one (ctinit.MiniInitMode; default: os.Executable).
 	Self string
 	// SysRoot is where /sys is (bridge checks); default "/sys".
 	SysRoot string
@@ -85,9 +80,11 @@ type Driver struct {
 	cg   cgroup.Layout
 	cpus int
 
-	mu      sync.Mutex
-	perID   map[int]*sync.Mutex
-	waiters map[int]*exec.Cmd
+	mu    sync.Mutex
+	perID map[int]*sync.Mutex
+	// reaped holds, per container whose init is this daemon's child, a
+	// channel closed once init is reaped (its cgroups are empty then).
+	reaped map[int]chan struct{}
 }
 
 var _ guest.Driver = (*Driver)(nil)
@@ -116,7 +113,7 @@ func New(o Options) (*Driver, error) {
 		}
 	}
 	d := &Driver{o: o, dir: filepath.Join(o.DataDir, "containers"), cpus: runtime.NumCPU(),
-		perID: map[int]*sync.Mutex{}, waiters: map[int]*exec.Cmd{}}
+		perID: map[int]*sync.Mutex{}, reaped: map[int]chan struct{}{}}
 	if o.Cgroups != nil {
 		d.cg = *o.Cgroups
 	} else {
@@ -372,6 +369,8 @@ func (d *Driver) Start(ctx context.Context, cfg api.Guest, log guest.Logger) err
 
 func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (err error) {
 	id := cfg.ID
+	ph := d.phases("start", id)
+	defer ph.done()
 	s, err := d.settingsOf(cfg)
 	if err != nil {
 		return err
@@ -380,6 +379,7 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 		return fmt.Errorf("container %d is already running", id)
 	}
 	d.cleanup(id)
+	ph.mark("precleanup")
 	if d.o.Images == nil {
 		return errors.New("no image store configured")
 	}
@@ -403,6 +403,7 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	if _, err := os.Stat(d.upper(id)); err != nil {
 		return fmt.Errorf("container %d has no writable layer (%v): was it created on this node?", id, err)
 	}
+	ph.mark("lookup")
 	grp, err := d.cg.Open(cgroupName(id))
 	if err != nil {
 		return err
@@ -417,85 +418,75 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 		}
 	}()
 
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("socketpair: %w", err)
-	}
-	parentSock := fds[0]
-	defer unix.Close(parentSock)
-	childSock := os.NewFile(uintptr(fds[1]), "ct-init-sock")
+	ph.mark("cgcreate")
 	logf, err := os.OpenFile(d.consoleLog(id), os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
 	if err != nil {
-		childSock.Close()
 		return fmt.Errorf("console log: %w", err)
 	}
-	// The helper is executed through an inherited descriptor: after the
-	// switch to the guest's ids the binary's directory may not be
-	// searchable (a 0700 build or data directory).
+	defer logf.Close()
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer null.Close()
+	// The minimal init (images without one) is the berth binary, executed
+	// through a descriptor: after the switch to the guest's ids the
+	// binary's directory may not be searchable (a 0700 build or data
+	// directory).
 	bin, err := os.Open(d.o.Self)
 	if err != nil {
-		childSock.Close()
-		logf.Close()
 		return fmt.Errorf("open berth binary: %w", err)
 	}
 	defer bin.Close()
-	cmd := &exec.Cmd{
-		Path:       "/proc/self/fd/4",
-		Args:       []string{"berth", InitMode},
-		Env:        []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GOMAXPROCS=1"},
-		Stdout:     logf,
-		Stderr:     logf,
-		ExtraFiles: []*os.File{childSock, bin},
-		Dir:        "/",
-	}
-	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: flags}
-	if !s.Privileged {
-		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWUSER
-		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: IDMapSize}}
-		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: IDMapSize}}
-		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
-	}
-	err = cmd.Start()
-	childSock.Close()
-	logf.Close()
-	if err != nil {
-		return fmt.Errorf("start container init helper: %w", err)
-	}
-	pid := cmd.Process.Pid
-	defer func() {
-		if err != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	}()
-	if err := grp.Add(pid); err != nil {
-		return err
-	}
-	rootFD, err := overlayMount(pid, lower, d.upper(id), d.work(id), !s.Privileged)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(rootFD)
 	merge, _ := ksm.EffectiveChoice(cfg, d.o.KSMAllowed == nil || d.o.KSMAllowed(ctx))
-	spec := ctinit.Spec{Root: d.rootMount(id), Hostname: s.Hostname, Init: s.Init, Privileged: s.Privileged, IPTool: d.o.IPTool, KSM: merge.String()}
-	for _, n := range s.Nets {
-		if err := d.addNIC(id, pid, n); err != nil {
-			return fmt.Errorf("net%d: %w", n.Index, err)
+	if merge == ksm.ChoiceOn && log != nil {
+		if _, err := ksm.ProcessMerge(); errors.Is(err, ksm.ErrMergeAnyUnsupported) {
+			log.Printf("ksm=1: %v; only memory that programs mark mergeable themselves can be merged", err)
 		}
+	}
+	spec := ctinit.Spec{Root: d.rootMount(id), Hostname: s.Hostname, Init: s.Init, Privileged: s.Privileged, IPTool: d.o.IPTool,
+		IDBase: base, IDSize: IDMapSize, Console: int(logf.Fd()), Null: int(null.Fd()), Self: int(bin.Fd()), KSM: merge.String()}
+	for _, n := range s.Nets {
 		cn := ctinit.Net{Name: n.Name, Gateway: n.Gateway, DHCP: n.IP == "dhcp"}
 		if n.IP != "dhcp" && n.IP != "manual" {
 			cn.Address = n.IP
 		}
 		spec.Nets = append(spec.Nets, cn)
 	}
-	if err := ctinit.SendSpec(parentSock, spec, rootFD); err != nil {
+	ph.mark("prep")
+	in, err := ctinit.StartInit(spec)
+	ph.mark("clone")
+	if err != nil {
 		return err
 	}
-	if err := ctinit.WaitReady(parentSock); err != nil {
+	pid := in.PID
+	defer func() {
+		if err != nil {
+			in.Kill()
+			unix.Close(in.PidFD)
+		}
+	}()
+	if err := grp.Add(pid); err != nil {
+		return err
+	}
+	ph.mark("cgadd")
+	rootFD, err := overlayMount(pid, lower, d.upper(id), d.work(id), !s.Privileged)
+	if err != nil {
+		return err
+	}
+	ph.mark("overlay")
+	defer unix.Close(rootFD)
+	for _, n := range s.Nets {
+		if err := d.addNIC(id, pid, n); err != nil {
+			return fmt.Errorf("net%d: %w", n.Index, err)
+		}
+	}
+	if err := in.Run(rootFD); err != nil {
 		return fmt.Errorf("%w (see %s)", err, d.consoleLog(id))
 	}
+	in.Close()
+	unix.Close(in.PidFD)
+	ph.mark("ready")
 	st, err := ctinit.StartTime(pid)
 	if err != nil {
 		return fmt.Errorf("container init exited at once: see %s", d.consoleLog(id))
@@ -503,20 +494,29 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	rs := runtimeState{PID: pid, StartTime: st, HaltSignal: int(haltSignal(lower, d.upper(id), s.Init)),
 		Privileged: s.Privileged, Started: time.Now().Unix(), KSM: spec.KSM}
 	b, _ := json.Marshal(rs)
-	if err := atomicfile.WriteFile(d.pidFile(id), b, 0o600); err != nil {
+	// No fsync: after a power loss no container runs, and a lost or old
+	// pidfile reads as stopped (the start time no longer matches).
+	if err := atomicfile.WriteRuntime(d.pidFile(id), b, 0o600); err != nil {
 		return err
 	}
-	d.mu.Lock()
-	d.waiters[id] = cmd
-	d.mu.Unlock()
-	go func() {
-		_ = cmd.Wait() // reap init when it exits while this daemon runs
+	ph.mark("pidfile")
+	// Reap init when it exits while this daemon runs (os.Process waits
+	// through a pidfd on the runtime's poller: no thread per container).
+	if p, err := os.FindProcess(pid); err == nil {
+		ch := make(chan struct{})
 		d.mu.Lock()
-		if d.waiters[id] == cmd {
-			delete(d.waiters, id)
-		}
+		d.reaped[id] = ch
 		d.mu.Unlock()
-	}()
+		go func() {
+			_, _ = p.Wait()
+			d.mu.Lock()
+			if d.reaped[id] == ch {
+				delete(d.reaped, id)
+			}
+			d.mu.Unlock()
+			close(ch)
+		}()
+	}
 	if log != nil {
 		log.Printf("container %d started: init PID %d, hostname %s, KSM %s", id, pid, s.Hostname, ksmNote(s.KSM, merge))
 	}
@@ -624,6 +624,8 @@ func (d *Driver) Stop(ctx context.Context, cfg api.Guest, log guest.Logger) erro
 }
 
 func (d *Driver) stop(ctx context.Context, id int, log guest.Logger) error {
+	ph := d.phases("stop", id)
+	defer ph.done()
 	rs, ok := d.running(id)
 	if !ok {
 		d.cleanup(id)
@@ -635,10 +637,13 @@ func (d *Driver) stop(ctx context.Context, id int, log guest.Logger) error {
 			_ = g.Freeze(false)
 		}
 	}
-	if err := d.signalAndWait(ctx, rs, unix.SIGKILL, 30*time.Second); err != nil {
+	ph.mark("pre")
+	if err := d.signalAndWait(ctx, id, rs, unix.SIGKILL, 30*time.Second); err != nil {
 		return err
 	}
+	ph.mark("kill")
 	d.cleanup(id)
+	ph.mark("cleanup")
 	if log != nil {
 		log.Printf("container %d stopped", id)
 	}
@@ -647,7 +652,7 @@ func (d *Driver) stop(ctx context.Context, id int, log guest.Logger) error {
 
 // signalAndWait sends sig to init through a pidfd and waits up to timeout
 // for it to exit; it reports whether it did.
-func (d *Driver) signalAndWait(ctx context.Context, rs runtimeState, sig unix.Signal, timeout time.Duration) error {
+func (d *Driver) signalAndWait(ctx context.Context, id int, rs runtimeState, sig unix.Signal, timeout time.Duration) error {
 	pfd, err := unix.PidfdOpen(rs.PID, 0)
 	if err != nil {
 		if errors.Is(err, unix.ESRCH) {
@@ -661,10 +666,24 @@ func (d *Driver) signalAndWait(ctx context.Context, rs runtimeState, sig unix.Si
 	if st, err := ctinit.StartTime(rs.PID); err != nil || st != rs.StartTime {
 		return nil
 	}
+	d.mu.Lock()
+	reaped := d.reaped[id]
+	d.mu.Unlock()
 	if err := unix.PidfdSendSignal(pfd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("signal init %d: %w", rs.PID, err)
 	}
-	return waitPidfd(ctx, pfd, rs.PID, timeout)
+	if err := waitPidfd(ctx, pfd, rs.PID, timeout); err != nil {
+		return err
+	}
+	if reaped != nil {
+		// This daemon's reaper empties the cgroups right after: wait
+		// for it rather than retrying their removal.
+		select {
+		case <-reaped:
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
 }
 
 // errTimeout says a process did not exit in time.
@@ -719,7 +738,7 @@ func (d *Driver) shutdown(ctx context.Context, id int, timeout time.Duration, lo
 	if log != nil {
 		log.Printf("asking container %d to shut down (signal %d to init), timeout %s", id, int(sig), timeout)
 	}
-	err := d.signalAndWait(ctx, rs, sig, timeout)
+	err := d.signalAndWait(ctx, id, rs, sig, timeout)
 	if errors.Is(err, errTimeout) {
 		if log != nil {
 			log.Printf("container %d did not shut down within %s: stopping it", id, timeout)

@@ -3,15 +3,12 @@ package container
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -32,105 +29,177 @@ const (
 	ExitNotFound = 127
 )
 
-// Exec runs req.Argv inside the running container through the exec
-// helper (a re-exec'd berth that joins the container's cgroups and
-// namespaces) and returns the command's exit code.
+// Exec runs req.Argv inside the running container and returns the
+// command's exit code. The daemon forks the command straight into the
+// container's cgroups and namespaces (ctinit.Join); no helper process
+// runs.
 func (d *Driver) Exec(ctx context.Context, cfg api.Guest, req guest.ExecRequest) (int, error) {
+	ph := d.phases("exec", cfg.ID)
+	defer ph.done()
 	if len(req.Argv) == 0 {
 		return 0, &guest.ValidationError{Fields: map[string]string{"argv": "give a command to run"}}
-	}
-	rs, ok := d.running(cfg.ID)
-	if !ok {
-		return 0, fmt.Errorf("container %d is not running: start it first", cfg.ID)
-	}
-	if st, _ := d.Status(ctx, cfg); st.Status == api.GuestPaused {
-		return 0, fmt.Errorf("container %d is suspended: resume it first", cfg.ID)
-	}
-	grp, err := d.cg.Open(cgroupName(cfg.ID))
-	if err != nil {
-		return 0, err
-	}
-	args := []string{"berth", ExecMode, "--pid", strconv.Itoa(rs.PID), "--start", strconv.FormatUint(rs.StartTime, 10)}
-	if rs.Privileged {
-		args = append(args, "--privileged")
-	}
-	if rs.KSM != "" {
-		args = append(args, "--ksm", rs.KSM)
-	}
-	for _, dir := range grp.Dirs() {
-		args = append(args, "--cgroup", dir)
-	}
-	if req.TTY {
-		args = append(args, "--env", "TERM=xterm")
 	}
 	for _, e := range req.Env {
 		if !strings.Contains(e, "=") {
 			return 0, &guest.ValidationError{Fields: map[string]string{"env": fmt.Sprintf("%q is not VAR=VALUE", e)}}
 		}
-		args = append(args, "--env", e)
 	}
-	args = append(args, "--")
-	args = append(args, req.Argv...)
-	cmd := &exec.Cmd{Path: d.o.Self, Args: args, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GOMAXPROCS=1"}, Dir: "/"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	var copyDone chan struct{}
+	rs, ok := d.running(cfg.ID)
+	if !ok {
+		return 0, fmt.Errorf("container %d is not running: start it first", cfg.ID)
+	}
+	grp, err := d.cg.Open(cgroupName(cfg.ID))
+	if err != nil {
+		return 0, err
+	}
+	if frozen, _ := grp.Frozen(); frozen {
+		return 0, fmt.Errorf("container %d is suspended: resume it first", cfg.ID)
+	}
+	spec := ctinit.JoinSpec{PID: rs.PID, StartTime: rs.StartTime, Privileged: rs.Privileged, Argv: req.Argv,
+		Env: req.Env, Cgroups: grp.Dirs(), TTY: req.TTY, KSM: rs.KSM}
+	if req.TTY {
+		spec.Env = append([]string{"TERM=xterm"}, spec.Env...)
+	}
+	var st stdio
+	defer st.closeAll()
 	if req.TTY {
 		master, slave, err := openPTY()
 		if err != nil {
 			return 0, err
 		}
-		defer master.Close()
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-		cmd.SysProcAttr.Setctty = true
-		cmd.SysProcAttr.Ctty = 0
-		if err := cmd.Start(); err != nil {
-			slave.Close()
-			return ExitHelperFailed, fmt.Errorf("start exec helper: %w", err)
-		}
-		slave.Close()
-		copyDone = make(chan struct{})
+		st.closeAfterStart = append(st.closeAfterStart, slave)
+		fd := int(slave.Fd())
+		spec.Stdio = [3]int{fd, fd, fd}
 		if req.Stdin != nil {
 			go func() { _, _ = io.Copy(master, req.Stdin) }()
 		}
-		go func() {
-			defer close(copyDone)
-			out := req.Stdout
-			if out == nil {
-				out = io.Discard
-			}
-			_, _ = io.Copy(out, master) // ends with EIO when the last slave closes
-		}()
+		st.copy(req.Stdout, master) // ends with EIO when the last slave closes
 	} else {
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = req.Stdin, req.Stdout, req.Stderr
-		if err := cmd.Start(); err != nil {
-			return ExitHelperFailed, fmt.Errorf("start exec helper: %w", err)
+		if spec.Stdio[0], err = st.input(req.Stdin); err == nil {
+			if spec.Stdio[1], err = st.output(req.Stdout); err == nil {
+				spec.Stdio[2] = spec.Stdio[1]
+				if !sameWriter(req.Stdout, req.Stderr) {
+					spec.Stdio[2], err = st.output(req.Stderr)
+				}
+			}
+		}
+		if err != nil {
+			return ExitHelperFailed, err
 		}
 	}
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	var werr error
-	select {
-	case werr = <-waitErr:
-	case <-ctx.Done():
-		// The helper's child has PR_SET_PDEATHSIG: killing the helper
-		// kills the command.
-		_ = cmd.Process.Kill()
-		werr = <-waitErr
+	ph.mark("spawn")
+	code, err := ctinit.Join(ctx, spec)
+	ph.mark("wait")
+	st.closeStarted()
+	st.wait()
+	if err != nil {
+		return ExitHelperFailed, fmt.Errorf("exec in container %d: %w", cfg.ID, err)
 	}
-	if copyDone != nil {
-		<-copyDone
+	return code, nil
+}
+
+// sameWriter reports whether a and b are the same writer (as os/exec
+// does, one pipe then serves both, so writes keep their order and the
+// writer is not used concurrently).
+func sameWriter(a, b io.Writer) (same bool) {
+	defer func() { _ = recover() }() // uncomparable dynamic types
+	return a == b
+}
+
+// stdio connects an exec'd command's standard descriptors to readers and
+// writers through pipes, as os/exec does.
+type stdio struct {
+	closeAfterStart []*os.File // the command's ends, duplicated into it
+	closeAfterWait  []*os.File
+	copies          sync.WaitGroup
+}
+
+// closeStarted closes the daemon's copies of the command's ends, so that
+// the output copies see end of file once the command's are closed too.
+func (s *stdio) closeStarted() {
+	for _, f := range s.closeAfterStart {
+		f.Close()
 	}
-	var ee *exec.ExitError
-	if errors.As(werr, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return 128 + int(ws.Signal()), nil
-		}
-		return ee.ExitCode(), nil
+	s.closeAfterStart = nil
+}
+
+// wait waits for the output copies to reach end of file.
+func (s *stdio) wait() {
+	s.copies.Wait()
+	for _, f := range s.closeAfterWait {
+		f.Close()
 	}
-	if werr != nil {
-		return ExitHelperFailed, fmt.Errorf("exec helper: %w", werr)
+	s.closeAfterWait = nil
+}
+
+func (s *stdio) closeAll() {
+	s.closeStarted()
+	for _, f := range s.closeAfterWait {
+		f.Close()
 	}
-	return 0, nil
+}
+
+// direct returns the descriptor of v if it is an *os.File, or of
+// /dev/null opened with flag if v is nil; ok is false for other values,
+// which need a pipe.
+func (s *stdio) direct(v any, flag int) (fd int, ok bool, err error) {
+	if f, isFile := v.(*os.File); isFile {
+		return int(f.Fd()), true, nil
+	}
+	if v != nil {
+		return -1, false, nil
+	}
+	f, err := os.OpenFile(os.DevNull, flag, 0)
+	if err != nil {
+		return -1, true, err
+	}
+	s.closeAfterStart = append(s.closeAfterStart, f)
+	return int(f.Fd()), true, nil
+}
+
+// input returns the command's stdin descriptor for r (nil: /dev/null).
+func (s *stdio) input(r io.Reader) (int, error) {
+	if fd, ok, err := s.direct(r, os.O_RDONLY); ok {
+		return fd, err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return -1, fmt.Errorf("exec: stdin pipe: %w", err)
+	}
+	s.closeAfterStart = append(s.closeAfterStart, pr)
+	s.closeAfterWait = append(s.closeAfterWait, pw)
+	go func() {
+		_, _ = io.Copy(pw, r)
+		pw.Close()
+	}()
+	return int(pr.Fd()), nil
+}
+
+// output returns the command's descriptor for w (nil: /dev/null).
+func (s *stdio) output(w io.Writer) (int, error) {
+	if fd, ok, err := s.direct(w, os.O_WRONLY); ok {
+		return fd, err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return -1, fmt.Errorf("exec: output pipe: %w", err)
+	}
+	s.closeAfterStart = append(s.closeAfterStart, pw)
+	s.copy(w, pr)
+	return int(pw.Fd()), nil
+}
+
+// copy copies r to w (or discards it) until r ends, then closes r.
+func (s *stdio) copy(w io.Writer, r *os.File) {
+	if w == nil {
+		w = io.Discard
+	}
+	s.copies.Add(1)
+	go func() {
+		defer s.copies.Done()
+		_, _ = io.Copy(w, r)
+		r.Close()
+	}()
 }
 
 // Console opens a login shell on a new pseudo-terminal inside the
@@ -210,39 +279,3 @@ func openPTY() (master, slave *os.File, err error) {
 	}
 	return os.NewFile(uintptr(m), "ptmx"), os.NewFile(uintptr(s), "pts"), nil
 }
-
-// ExecHelper is the ExecMode hidden command: it joins the container's
-// cgroups, then ctinit.Join enters the namespaces and runs the command.
-// It returns the process exit code.
-func ExecHelper(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet(ExecMode, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	pid := fs.Int("pid", 0, "container init PID")
-	start := fs.Uint64("start", 0, "init start time")
-	priv := fs.Bool("privileged", false, "no user namespace")
-	cwd := fs.String("cwd", "/", "working directory")
-	ksmChoice := fs.String("ksm", "", "the container's KSM choice (on, off, default)")
-	var cgroups, env multiFlag
-	fs.Var(&cgroups, "cgroup", "cgroup directory to join (repeatable)")
-	fs.Var(&env, "env", "VAR=VALUE (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return ExitHelperFailed
-	}
-	for _, dir := range cgroups {
-		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
-			fmt.Fprintf(stderr, "berth exec: join cgroup %s: %v\n", dir, err)
-			return ExitHelperFailed
-		}
-	}
-	code, err := ctinit.Join(ctinit.JoinSpec{PID: *pid, StartTime: *start, Privileged: *priv, Argv: fs.Args(), Env: env, Cwd: *cwd, KSM: *ksmChoice})
-	if err != nil {
-		fmt.Fprintf(stderr, "berth exec: %v\n", err)
-		return ExitHelperFailed
-	}
-	return code
-}
-
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

@@ -15,7 +15,6 @@ import (
 	"testing"
 
 	"github.com/berthhq/berth/internal/ctinit"
-	"github.com/berthhq/berth/internal/guest/container"
 	"github.com/berthhq/berth/internal/image"
 	"github.com/berthhq/berth/internal/image/imagetest"
 )
@@ -59,19 +58,15 @@ type discard struct{}
 
 func (discard) Printf(string, ...any) {}
 
-// Helper runs the hidden helper mode named by os.Args[1], if any, and
-// exits; call it first in TestMain so the test binary can be the driver's
-// Self.
+// Helper runs the minimal init (ctinit.MiniInitMode) when os.Args[1]
+// names it; call it first in TestMain so the test binary can be the
+// driver's Self.
 func Helper() {
 	if len(os.Args) < 2 {
 		return
 	}
-	switch os.Args[1] {
-	case container.InitMode:
-		_ = ctinit.RunInit(3)
-		os.Exit(1)
-	case container.ExecMode:
-		os.Exit(container.ExecHelper(os.Args[2:], os.Stderr))
+	if os.Args[1] == ctinit.MiniInitMode {
+		ctinit.MiniInit(os.Args[2:])
 	}
 }
 

@@ -1,0 +1,413 @@
+package ctinit
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// A program is a list of system calls that a child forked from the daemon
+// runs between fork and execve. Everything it touches (paths, argument
+// vectors, buffers) is prepared by the daemon before the fork, so the child
+// runs no Go code beyond one loop of raw system calls: after the fork it
+// is a copy of one thread of a multi-threaded Go process, without a
+// runtime it may use (no allocation, no stack growth, no locks).
+//
+// A failing step makes the child write a report (step number and errno)
+// to its report descriptor and exit with status exitSetupFailed; the
+// report descriptor is close-on-exec, so the daemon reads either a report
+// or end-of-file once the final execve succeeded.
+type program struct {
+	steps []step
+	names []string // what each step does, for error messages
+	keep  []any    // memory the steps point to, kept alive and on the heap
+	// report is the descriptor (in the child) failures are written to.
+	report uintptr
+}
+
+// Kinds of step.
+const (
+	kCall    uint8 = iota // a system call
+	kRecvFD               // recvmsg a message carrying one descriptor into reg
+	kOr16                 // *(*uint16)(ptr) |= a[0]
+	kExec                 // the final execve, see execPlan
+	kRunWait              // fork, execve a helper tool (execPlan), wait: status 0
+)
+
+// step is one action of a program.
+type step struct {
+	kind uint8
+	// fdArg is the argument replaced by reg before the call, -1 for none.
+	fdArg int8
+	// setReg stores the call's result in reg.
+	setReg bool
+	trap   uintptr
+	a      [6]uintptr
+	// ptr is what kRecvFD (the *int32 the descriptor lands in), kOr16
+	// (the *uint16) and kExec and kRunWait (the *execPlan) work on.
+	ptr unsafe.Pointer
+	// ok1 and ok2 are errnos that do not count as failures.
+	ok1, ok2 syscall.Errno
+}
+
+// execPlan is the command a kExec or kRunWait step executes.
+type execPlan struct {
+	paths      []*byte // candidates tried in turn, as execvp does
+	argv, envv []*byte // nil-terminated
+	// notFound and noExec are written to fd 2 before exiting with 127 or
+	// 126 when no candidate could be executed.
+	notFound, noExec []byte
+	// fallbackFD, when not -1, is executed (execveat, AT_EMPTY_PATH) with
+	// fallbackArgv if no candidate exists.
+	fallbackFD   uintptr
+	fallbackArgv []*byte
+	empty        *byte
+	// rep, when not noFD, gets a report for step when no candidate
+	// could be executed, before the exit.
+	rep  uintptr
+	step int
+}
+
+// noFD marks an unused descriptor field.
+const noFD = ^uintptr(0)
+
+// exitSetupFailed is the child's exit status when a step failed.
+const exitSetupFailed = 125
+
+// report is what a failed child writes: the step and its errno (a
+// kRunWait step reports the tool's wait status plus 1<<16).
+type report struct {
+	step  uint32
+	errno uint32
+}
+
+// cstr returns a pointer to a NUL-terminated copy of s on the heap.
+func (p *program) cstr(s string) uintptr {
+	b := append([]byte(s), 0)
+	p.keep = append(p.keep, b)
+	return uintptr(unsafe.Pointer(&b[0]))
+}
+
+// buf returns a pointer to n zeroed heap bytes.
+func (p *program) buf(n int) unsafe.Pointer {
+	b := make([]byte, n)
+	p.keep = append(p.keep, b)
+	return unsafe.Pointer(&b[0])
+}
+
+// special appends a step of a kind other than kCall.
+func (p *program) special(name string, kind uint8, ptr unsafe.Pointer, args ...uintptr) {
+	s := step{kind: kind, fdArg: -1, ptr: ptr}
+	copy(s.a[:], args)
+	p.keep = append(p.keep, ptr)
+	p.steps = append(p.steps, s)
+	p.names = append(p.names, name)
+}
+
+// ptr keeps v alive and returns its address.
+func (p *program) ptr(v any, addr unsafe.Pointer) uintptr {
+	p.keep = append(p.keep, v)
+	return uintptr(addr)
+}
+
+// call appends a system call step.
+func (p *program) call(name string, trap uintptr, args ...uintptr) *step {
+	s := step{kind: kCall, fdArg: -1, trap: trap}
+	copy(s.a[:], args)
+	p.steps = append(p.steps, s)
+	p.names = append(p.names, name)
+	return &p.steps[len(p.steps)-1]
+}
+
+// useFDs makes the child keep exactly the descriptors fds (besides 0, 1
+// and 2): its first steps move them to a fresh range and close every
+// other descriptor it inherited from the daemon, so that it holds no
+// copy of a pipe or socket the daemon waits on (or listens on) while it
+// runs its steps. It returns their numbers in the child; they are
+// close-on-exec.
+func (p *program) useFDs(fds ...int) []uintptr {
+	base := 3
+	for _, fd := range fds {
+		base = max(base, fd+1)
+	}
+	out := make([]uintptr, len(fds))
+	for i, fd := range fds {
+		out[i] = uintptr(base + i)
+		p.call("keep descriptors", unix.SYS_DUP3, uintptr(fd), out[i], unix.O_CLOEXEC)
+	}
+	if base > 3 {
+		p.call("close inherited descriptors", unix.SYS_CLOSE_RANGE, 3, uintptr(base-1), 0)
+	}
+	p.call("close inherited descriptors", unix.SYS_CLOSE_RANGE, uintptr(base+len(fds)), ^uintptr(0)>>32, 0)
+	return out
+}
+
+// onReg makes the last step use reg as argument i.
+func (p *program) onReg(i int8) { p.steps[len(p.steps)-1].fdArg = i }
+
+// tolerate makes the last step ignore the given errnos.
+func (p *program) tolerate(e1, e2 syscall.Errno) {
+	p.steps[len(p.steps)-1].ok1, p.steps[len(p.steps)-1].ok2 = e1, e2
+}
+
+// mount appends a mount(2) step.
+func (p *program) mount(name, src, dst, fstype string, flags uintptr, data string) {
+	var s, f, d uintptr
+	if src != "" {
+		s = p.cstr(src)
+	}
+	if fstype != "" {
+		f = p.cstr(fstype)
+	}
+	if data != "" {
+		d = p.cstr(data)
+	}
+	p.call(name, unix.SYS_MOUNT, s, p.cstr(dst), f, flags, d)
+}
+
+// exec builds an execPlan; paths are tried in turn.
+func (p *program) execPlan(paths, argv, env []string) (*execPlan, error) {
+	e := &execPlan{fallbackFD: noFD, rep: noFD}
+	var err error
+	if e.argv, err = syscall.SlicePtrFromStrings(argv); err != nil {
+		return nil, err
+	}
+	if e.envv, err = syscall.SlicePtrFromStrings(env); err != nil {
+		return nil, err
+	}
+	for _, s := range paths {
+		b, err := syscall.BytePtrFromString(s)
+		if err != nil {
+			return nil, err
+		}
+		e.paths = append(e.paths, b)
+	}
+	e.empty = &[]byte{0}[0]
+	p.keep = append(p.keep, e)
+	return e, nil
+}
+
+// errorFor turns a child's report into an error.
+func (p *program) errorFor(r report) error {
+	name := fmt.Sprintf("step %d", r.step)
+	if int(r.step) < len(p.names) {
+		name = p.names[r.step]
+	}
+	if r.errno&(1<<16) != 0 {
+		ws := syscall.WaitStatus(r.errno &^ (1 << 16))
+		return fmt.Errorf("%s: exit status %d", name, ws.ExitStatus())
+	}
+	return fmt.Errorf("%s: %w", name, syscall.Errno(r.errno))
+}
+
+// readReport reads a child's report from fd: nil once the child executed
+// its command (end of file), the failure otherwise.
+func (p *program) readReport(fd int) error {
+	var b [8]byte
+	for {
+		n, err := unix.Read(fd, b[:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read the child's setup report: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		if n != len(b) {
+			return fmt.Errorf("short setup report from the child (%d bytes)", n)
+		}
+		r := *(*report)(unsafe.Pointer(&b[0]))
+		return p.errorFor(r)
+	}
+}
+
+// cloneArgs is struct clone_args of clone3(2).
+type cloneArgs struct {
+	flags, pidfd, childTID, parentTID, exitSignal, stack, stackSize, tls, setTID, setTIDSize, cgroup uint64
+}
+
+// start forks a child that runs p, with extra clone flags (namespaces).
+// It returns the child's PID and a pidfd for it. The calling goroutine
+// must have locked its OS thread.
+func (p *program) start(flags uintptr) (pid, pidfd int, err error) {
+	fd := new(int32)
+	args := &cloneArgs{flags: uint64(flags) | unix.CLONE_PIDFD, pidfd: uint64(uintptr(unsafe.Pointer(fd))), exitSignal: uint64(unix.SIGCHLD)}
+	// Descriptors of other goroutines' forks must not leak in.
+	syscall.ForkLock.Lock()
+	r, errno := forkProgram(args, p.steps, p.report)
+	syscall.ForkLock.Unlock()
+	runtime.KeepAlive(p)
+	runtime.KeepAlive(args)
+	if errno != 0 {
+		return 0, -1, fmt.Errorf("clone: %w", errno)
+	}
+	return int(r), int(*fd), nil
+}
+
+// forkProgram forks with clone3; the child runs steps and never returns.
+// Signals are blocked around the fork so that none is delivered to the
+// child on a Go handler; programs clear the mask before their execve.
+//
+//go:norace
+//go:nocheckptr
+//go:nosplit
+func forkProgram(args *cloneArgs, steps []step, rep uintptr) (uintptr, syscall.Errno) {
+	var all, old sigset
+	all = sigset(^uint64(0))
+	syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&all)), uintptr(unsafe.Pointer(&old)), 8, 0, 0)
+	pid, _, errno := syscall.RawSyscall(unix.SYS_CLONE3, uintptr(unsafe.Pointer(args)), unsafe.Sizeof(*args), 0)
+	if errno != 0 || pid != 0 {
+		syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
+		return pid, errno
+	}
+	runSteps(steps, rep)
+	rawExit(exitSetupFailed)
+	return 0, 0
+}
+
+type sigset uint64
+
+//go:norace
+//go:nosplit
+func rawExit(code uintptr) {
+	for {
+		syscall.RawSyscall(unix.SYS_EXIT_GROUP, code, 0, 0)
+	}
+}
+
+// fail reports step i's errno on rep and exits.
+//
+//go:norace
+//go:nosplit
+func fail(rep uintptr, i int, errno uintptr) {
+	r := report{step: uint32(i), errno: uint32(errno)}
+	syscall.RawSyscall(unix.SYS_WRITE, rep, uintptr(unsafe.Pointer(&r)), unsafe.Sizeof(r))
+	rawExit(exitSetupFailed)
+}
+
+// runSteps is the child: it carries out steps and ends in a kExec step's
+// execve (or exits).
+//
+//go:norace
+//go:nocheckptr
+//go:nosplit
+func runSteps(steps []step, rep uintptr) {
+	var reg uintptr
+	for i := 0; i < len(steps); i++ {
+		s := &steps[i]
+		a := s.a
+		if s.fdArg >= 0 {
+			a[s.fdArg] = reg
+		}
+		switch s.kind {
+		case kCall:
+			r, _, e := syscall.RawSyscall6(s.trap, a[0], a[1], a[2], a[3], a[4], a[5])
+			if e != 0 && e != s.ok1 && e != s.ok2 {
+				fail(rep, i, uintptr(e))
+			}
+			if s.setReg {
+				reg = r
+			}
+		case kRecvFD:
+			// a[0] socket, a[1] *msghdr; ptr is the *int32 where the
+			// descriptor lands (preset to -1).
+			n, _, e := syscall.RawSyscall(unix.SYS_RECVMSG, a[0], a[1], unix.MSG_CMSG_CLOEXEC)
+			if e == 0 && n == 0 {
+				rawExit(exitSetupFailed) // the daemon gave up
+			}
+			if e != 0 {
+				fail(rep, i, uintptr(e))
+			}
+			fd := *(*int32)(s.ptr)
+			if fd < 0 {
+				fail(rep, i, uintptr(unix.EBADF))
+			}
+			reg = uintptr(fd)
+		case kOr16:
+			*(*uint16)(s.ptr) |= uint16(a[0])
+		case kExec:
+			execCandidates((*execPlan)(s.ptr))
+		case kRunWait:
+			runWait((*execPlan)(s.ptr), rep, i)
+		}
+	}
+}
+
+// execCandidates executes the first candidate that exists; it exits with
+// 127 (not found) or 126 (cannot execute), as shells do.
+//
+//go:norace
+//go:nocheckptr
+//go:nosplit
+func execCandidates(e *execPlan) {
+	notFound := true
+	for j := 0; j < len(e.paths); j++ {
+		_, _, err := syscall.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(e.paths[j])), uintptr(unsafe.Pointer(&e.argv[0])), uintptr(unsafe.Pointer(&e.envv[0])))
+		if err != unix.ENOENT && err != unix.ENOTDIR {
+			notFound = false
+		}
+	}
+	if notFound && e.fallbackFD != noFD {
+		if e.rep != noFD {
+			// The fallback closes the report descriptor itself once
+			// it is ready.
+			syscall.RawSyscall(unix.SYS_FCNTL, e.rep, unix.F_SETFD, 0)
+		}
+		syscall.RawSyscall6(unix.SYS_EXECVEAT, e.fallbackFD, uintptr(unsafe.Pointer(e.empty)), uintptr(unsafe.Pointer(&e.fallbackArgv[0])), uintptr(unsafe.Pointer(&e.envv[0])), unix.AT_EMPTY_PATH, 0)
+		notFound = false
+	}
+	if e.rep != noFD {
+		errno := uintptr(unix.EACCES)
+		if notFound {
+			errno = uintptr(unix.ENOENT)
+		}
+		fail(e.rep, e.step, errno)
+	}
+	if notFound {
+		if len(e.notFound) > 0 {
+			syscall.RawSyscall(unix.SYS_WRITE, 2, uintptr(unsafe.Pointer(&e.notFound[0])), uintptr(len(e.notFound)))
+		}
+		rawExit(127)
+	}
+	if len(e.noExec) > 0 {
+		syscall.RawSyscall(unix.SYS_WRITE, 2, uintptr(unsafe.Pointer(&e.noExec[0])), uintptr(len(e.noExec)))
+	}
+	rawExit(126)
+}
+
+// runWait forks a child that executes e (with an empty signal mask) and
+// waits for it; anything but exit status 0 fails step i.
+//
+//go:norace
+//go:nocheckptr
+//go:nosplit
+func runWait(e *execPlan, rep uintptr, i int) {
+	pid, _, errno := syscall.RawSyscall6(unix.SYS_CLONE, uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
+	if errno != 0 {
+		fail(rep, i, uintptr(errno))
+	}
+	if pid == 0 {
+		var none sigset
+		syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&none)), 0, 8, 0, 0)
+		execCandidates(e)
+	}
+	var status int32
+	for {
+		_, _, errno = syscall.RawSyscall6(unix.SYS_WAIT4, pid, uintptr(unsafe.Pointer(&status)), 0, 0, 0, 0)
+		if errno != unix.EINTR {
+			break
+		}
+	}
+	if errno != 0 {
+		fail(rep, i, uintptr(errno))
+	}
+	if status != 0 {
+		fail(rep, i, 1<<16|uintptr(status))
+	}
+}
