@@ -419,18 +419,21 @@ func (m *Manager) finish(ctx context.Context, r *run, err error) {
 	t.Status = api.TaskStopped
 	t.EndTime = max(m.now().Unix(), t.StartTime)
 	t.ExitStatus = status
+	r.final = t
+	// Waiters are released before the index entry is written (with an
+	// fsync): until then Get answers from memory. A crash in between
+	// leaves the entry "running", which Recover repairs.
+	r.cancel(nil)
+	r.log.markDone()
+	close(r.done)
 	if _, err := store.PutJSON(context.Background(), m.st, r.key, t, store.Cond{}); err != nil {
 		// The entry stays "running" until Recover repairs it.
 		m.logger.Error("cannot record end of task in index", "upid", r.str, "err", err)
 	}
-	r.final = t
 
 	m.mu.Lock()
 	delete(m.running, r.str)
 	m.mu.Unlock()
-	r.cancel(nil)
-	r.log.markDone()
-	close(r.done)
 	m.logger.Info("task finished", "upid", r.str, "exitstatus", status)
 
 	m.maybePrune()
@@ -519,6 +522,15 @@ func (m *Manager) Get(ctx context.Context, upid string) (api.Task, error) {
 	if err != nil {
 		return api.Task{}, fmt.Errorf("get task: %w", err)
 	}
+	if r := m.lookup(upid); r != nil {
+		// Running here, or ended with its entry still being written.
+		select {
+		case <-r.done:
+			return r.final, nil
+		default:
+			return r.task, nil
+		}
+	}
 	t, _, err := store.GetJSON[api.Task](ctx, m.st, taskKey(u))
 	if err != nil {
 		return api.Task{}, fmt.Errorf("get task %s: %w", upid, err)
@@ -575,7 +587,13 @@ func (f Filter) match(t api.Task) bool {
 func (m *Manager) Running() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.running)
+	n := 0
+	for _, r := range m.running {
+		if !r.ended {
+			n++
+		}
+	}
+	return n
 }
 
 // ReadLog returns up to limit lines (all if limit <= 0) of a task's log,
