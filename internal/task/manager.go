@@ -523,19 +523,33 @@ func (m *Manager) Get(ctx context.Context, upid string) (api.Task, error) {
 		return api.Task{}, fmt.Errorf("get task: %w", err)
 	}
 	if r := m.lookup(upid); r != nil {
-		// Running here, or ended with its entry still being written.
-		select {
-		case <-r.done:
-			return r.final, nil
-		default:
-			return r.task, nil
-		}
+		return r.state(), nil
 	}
 	t, _, err := store.GetJSON[api.Task](ctx, m.st, taskKey(u))
 	if err != nil {
 		return api.Task{}, fmt.Errorf("get task %s: %w", upid, err)
 	}
 	return t, nil
+}
+
+// state is the task's entry as it is now: its final one once it ended,
+// while that is still being written to the index.
+func (r *run) state() api.Task {
+	select {
+	case <-r.done:
+		return r.final
+	default:
+		return r.task
+	}
+}
+
+// current returns t, a "running" index entry, as it is now in this
+// process.
+func (m *Manager) current(t api.Task) api.Task {
+	if r := m.lookup(t.UPID); r != nil {
+		return r.state()
+	}
+	return t
 }
 
 // List returns the index entries f selects, newest first.
@@ -549,6 +563,9 @@ func (m *Manager) List(ctx context.Context, f Filter) ([]api.Task, error) {
 		var t api.Task
 		if err := json.Unmarshal(objs[i].Value, &t); err != nil {
 			return nil, fmt.Errorf("list tasks: decode %s: %w", objs[i].Key, err)
+		}
+		if t.Status == api.TaskRunning {
+			t = m.current(t)
 		}
 		if !f.match(t) {
 			continue

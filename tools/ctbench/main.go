@@ -27,6 +27,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/berthhq/berth/api"
@@ -95,10 +96,42 @@ func main() {
 		fmt.Printf("  ratio berth/lxc: %.3f (goal <= 0.2)\n", float64(berthMed)/float64(lxcMed))
 	}
 	must(task(ctx, cl, "DELETE", "/api/v1/guests/1000", nil))
+	floor(*n, rootfs)
 
 	if *density > 0 {
 		densityRun(ctx, cl, daemon.Process.Pid, *density)
 	}
+}
+
+// floor measures what the kernel alone needs for the cycle's processes:
+// fork, execve and exit of busybox true (from this small process, as
+// syscall.ForkExec does it), without and with the fresh namespaces a
+// container gets (user with a written id map, mount, PID, UTS, IPC,
+// network, cgroup).
+func floor(n int, rootfs string) {
+	bb := filepath.Join(rootfs, "bin", "busybox")
+	run := func(sys *syscall.SysProcAttr) func() error {
+		return func() error {
+			pid, err := syscall.ForkExec(bb, []string{"true"}, &syscall.ProcAttr{Sys: sys})
+			if err != nil {
+				return err
+			}
+			var ws syscall.WaitStatus
+			if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
+				return err
+			}
+			if ws.ExitStatus() != 0 {
+				return fmt.Errorf("busybox true: %v", ws)
+			}
+			return nil
+		}
+	}
+	plain := median(n, run(&syscall.SysProcAttr{}))
+	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}}
+	ns := median(n, run(&syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
+		syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET | syscall.CLONE_NEWCGROUP,
+		UidMappings: m, GidMappings: m}))
+	fmt.Printf("  kernel floor (fork+execve+exit of busybox true, median of %d): plain %s, in fresh user/mnt/pid/uts/ipc/net/cgroup namespaces %s\n", n, plain, ns)
 }
 
 func must(err error) {
