@@ -1,8 +1,8 @@
 // Package cttest provides what container tests and benchmarks share: a
 // busybox image whose init idles quietly (an /etc/inittab without
 // respawning shells), imported into a real image store, and the switch that
-// lets a test binary serve as berth's re-exec'd container helpers. It is for
-// tests and benchmarks only.
+// lets a test binary serve as berth's minimal container init (for images
+// without one). It is for tests and benchmarks only.
 package cttest
 
 import (
