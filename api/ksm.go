@@ -63,7 +63,8 @@ type KSMTunerState struct {
 	// Time is when the tuner last decided, in Unix seconds (0: never).
 	Time int64 `json:"time,omitempty"`
 	// Action is the last decision: start, stop, boost, decay, hold,
-	// converged, idle or none.
+	// converged, idle (ksmd stopped after merging converged; merged pages
+	// stay), resume (scanning again after idle) or none.
 	Action string `json:"action,omitempty"`
 	// Reason explains Action with the figures it was based on.
 	Reason string `json:"reason,omitempty"`
