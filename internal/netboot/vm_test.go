@@ -13,25 +13,40 @@ import (
 	"github.com/berthhq/berth/internal/vmtest"
 )
 
-// TestVMNetBoot creates a VM through berth with `berth vm create
-// --net bridge=br0,macaddr=MAC --boot order=net` in the rig's network
-// namespace, where berth's own network boot service answers on br0 with
-// a host entry for that MAC, and checks the VM PXE-boots from it: its
-// tap sits in br0, its NIC's iPXE ROM gets an address and the host's
-// iPXE script from berth, the kernel and the marker initramfs come over
-// HTTP, and the marker shows on the VM's serial console. Then berth stops
-// the VM and nothing of it is left.
+// TestVMNetBoot creates VMs through berth with `berth vm create
+// --net bridge=br0,macaddr=MAC --boot order=net` (SeaBIOS and UEFI) in the
+// rig's network namespace, where berth's own network boot service answers
+// on br0 with a host entry for each MAC, and checks each PXE-boots from
+// it: its tap sits in br0, its NIC's iPXE ROM gets an address and the
+// host's iPXE script from berth, the kernel and the marker initramfs come
+// over HTTP, and the marker shows on the VM's serial console. Then berth
+// stops the VM and nothing of it is left.
 func TestVMNetBoot(t *testing.T) {
 	r := newMarkerRig(t)
 	t.Cleanup(func() { vmtest.KillUnder(r.data) })
-	const marker, mac, id = "BERTH-VM-PXE-MARKER", "52:54:00:e2:e0:3a", "601"
+	const marker = "BERTH-VM-PXE-MARKER"
 	// The marker stays up, so that berth is what stops the VM.
 	initramfs(t, filepath.Join(r.root, "marker.cpio"), "/bin/busybox echo "+marker+"\nwhile :; do /bin/busybox sleep 60; done\n")
 	r.berth("netboot", "enable", "--interface", "br0", "--range", "10.78.0.100-10.78.0.150")
-	r.berth("netboot", "host", "add", mac, "--name", "vm-pxe", "--kernel", "vmlinuz", "--initrd", "marker.cpio",
-		"--cmdline", "console=ttyS0 quiet panic=-1")
+	for _, tc := range []struct{ id, bios, mac string }{
+		{"601", "seabios", "52:54:00:e2:e0:3a"},
+		{"602", "ovmf", "52:54:00:e2:e0:3b"},
+	} {
+		t.Run(tc.bios, func(t *testing.T) {
+			if tc.bios == "ovmf" {
+				if _, err := os.Stat("/usr/share/OVMF/OVMF_CODE_4M.fd"); err != nil {
+					t.Skip("skipping: Debian's ovmf is not installed (make deps installs deps/*.debs)")
+				}
+			}
+			r.berth("netboot", "host", "add", tc.mac, "--name", "vm-"+tc.bios, "--kernel", "vmlinuz", "--initrd", "marker.cpio",
+				"--cmdline", "console=ttyS0 quiet panic=-1")
+			netBootVM(t, r, tc.id, tc.mac, tc.bios, marker)
+		})
+	}
+}
 
-	r.berth("vm", "create", id, "--memory", "256", "--net", "bridge=br0,macaddr="+mac, "--boot", "order=net")
+func netBootVM(t *testing.T, r *rig, id, mac, bios, marker string) {
+	r.berth("vm", "create", id, "--memory", "256", "--net", "bridge=br0,macaddr="+mac, "--boot", "order=net", "--bios", bios)
 	start := time.Now()
 	r.berth("vm", "start", id)
 	link, err := exec.Command("ip", "-n", r.ns, "-o", "link", "show", "tap"+id+"i0").CombinedOutput()
@@ -42,7 +57,7 @@ func TestVMNetBoot(t *testing.T) {
 	if out, err := vmtest.WaitFor(console, 5*time.Minute, []string{"Kernel panic"}, marker); err != nil {
 		t.Fatalf("%v\nconsole:\n%s\ndaemon log:\n%s", err, tailStr(out, 4000), tailStr(r.log.String(), 4000))
 	}
-	t.Logf("VM PXE boot from berth to marker: %s", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("VM (%s) PXE boot from berth to marker: %s", bios, time.Since(start).Round(100*time.Millisecond))
 	if out := r.berth("vm", "status", id); !strings.Contains(out, "running") {
 		t.Errorf("vm status:\n%s", out)
 	}
@@ -55,7 +70,14 @@ func TestVMNetBoot(t *testing.T) {
 	if d["acks"] < 1 || h["scripts"] < 1 || h["transfers"] < 2 {
 		t.Errorf("counters: dhcp %v http %v (want an ack, the host's script, kernel and initramfs)", d, h)
 	}
-	// The bridge had no IPv6 link-local address before the VM's tap
+	fetched := false
+	for _, l := range strings.Split(r.log.String(), "\n") {
+		fetched = fetched || strings.Contains(l, "httpboot: boot script") && strings.Contains(l, " mac="+mac+" ")
+	}
+	if !fetched {
+		t.Errorf("the VM did not fetch its iPXE script from berth; daemon log:\n%s", r.log.String())
+	}
+	// The bridge had no IPv6 link-local address before a VM's tap
 	// brought it up; berth's router advertisements must start then, or
 	// iPXE waits ~15 s for IPv6 autoconfiguration.
 	if !strings.Contains(r.log.String(), "sending IPv6 router advertisements") {

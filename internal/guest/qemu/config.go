@@ -304,6 +304,9 @@ func ParseSpec(cfg map[string]string) (Spec, map[string]string) {
 			errs["boot"] = err.Error()
 		}
 		s.Boot = order
+		if slices.Contains(order, "net") && len(s.NICs) == 0 && errs["boot"] == "" {
+			errs["boot"] = "order includes net, but the VM has no NIC: add one with net0=bridge=BR"
+		}
 	}
 	if len(errs) > 0 {
 		return Spec{}, errs
@@ -327,15 +330,6 @@ func ParseBoot(v string) ([]string, error) {
 		order = append(order, dev)
 	}
 	return order, nil
-}
-
-// bootLetters maps the order to QEMU's -boot order= letters.
-func bootLetters(order []string) string {
-	var b strings.Builder
-	for _, d := range order {
-		b.WriteByte(map[string]byte{"disk": 'c', "cdrom": 'd', "net": 'n'}[d])
-	}
-	return b.String()
 }
 
 // kind guards the driver against being handed other guests.

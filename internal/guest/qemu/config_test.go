@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"maps"
 	"strings"
 	"testing"
 
@@ -72,8 +73,10 @@ func TestArgs(t *testing.T) {
 	}
 	got := strings.Join(d.Args(100, s, false), " ")
 	for _, want := range []string{"-machine q35,accel=tcg", "-m 256", "-daemonize", "-pidfile /var/lib/berth/vms/100/qemu.pid",
-		"file=/var/lib/berth/vms/100/disk0.qcow2,if=virtio,format=qcow2", "tap,id=net0,ifname=tap100i0,script=no,downscript=no",
-		"virtio-net-pci,netdev=net0,mac=" + DefaultMAC(100, 0), "-boot order=n", "-vnc unix:/var/lib/berth/vms/100/vnc.sock"} {
+		"-drive file=/var/lib/berth/vms/100/disk0.qcow2,if=none,format=qcow2,id=disk0 -device virtio-blk-pci,drive=disk0 ",
+		"tap,id=net0,ifname=tap100i0,script=no,downscript=no",
+		"virtio-net-pci,netdev=net0,mac=" + DefaultMAC(100, 0) + ",bootindex=1",
+		"-vnc unix:/var/lib/berth/vms/100/vnc.sock"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("args %q lack %q", got, want)
 		}
@@ -90,6 +93,49 @@ func TestArgs(t *testing.T) {
 	s.Merge = false
 	if got := strings.Join(d.Args(100, s, false), " "); !strings.Contains(got, "-machine mem-merge=off") || strings.Contains(got, "mem-merge=on") {
 		t.Errorf("args %q: ksm=0 does not give mem-merge=off", got)
+	}
+}
+
+// TestBootOrder checks that the boot order becomes bootindex properties
+// (which SeaBIOS and OVMF both follow) and that a NIC keeps QEMU's
+// default iPXE ROM only when the VM may boot from the network.
+func TestBootOrder(t *testing.T) {
+	d := New("/v", nil)
+	base := map[string]string{"disk0": "size=1G", "disk1": "size=1G", "cdrom": "/iso/x.iso",
+		"net0": "bridge=br0", "net1": "bridge=br0,model=e1000"}
+	for _, tc := range []struct {
+		boot string
+		want []string
+	}{
+		{"", []string{"drive=disk0,bootindex=1 ", "drive=disk1,bootindex=2 ", "ide-cd,drive=cdrom,bootindex=3 ",
+			"virtio-net-pci,netdev=net0,mac=" + DefaultMAC(1, 0) + ",bootindex=4 ", "e1000,netdev=net1,mac=" + DefaultMAC(1, 1) + ",bootindex=5 "}},
+		{"order=net,disk", []string{"net0,mac=" + DefaultMAC(1, 0) + ",bootindex=1 ", "net1,mac=" + DefaultMAC(1, 1) + ",bootindex=2 ",
+			"drive=disk0,bootindex=3 ", "drive=disk1,bootindex=4 ", "ide-cd,drive=cdrom "}},
+		{"order=cdrom,disk", []string{"ide-cd,drive=cdrom,bootindex=1 ", "drive=disk0,bootindex=2 ", "drive=disk1,bootindex=3 ",
+			"virtio-net-pci,netdev=net0,mac=" + DefaultMAC(1, 0) + ",romfile= ", "e1000,netdev=net1,mac=" + DefaultMAC(1, 1) + ",romfile= "}},
+	} {
+		t.Run(tc.boot, func(t *testing.T) {
+			cfg := maps.Clone(base)
+			if tc.boot != "" {
+				cfg["boot"] = tc.boot
+			}
+			s, errs := ParseSpec(cfg)
+			if errs != nil {
+				t.Fatal(errs)
+			}
+			got := strings.Join(d.Args(1, s, false), " ") + " "
+			for _, want := range tc.want {
+				if !strings.Contains(got, want) {
+					t.Errorf("args %q lack %q", got, want)
+				}
+			}
+			if strings.Contains(got, "-boot ") {
+				t.Errorf("args %q still give -boot (SeaBIOS only): bootindex orders both firmwares", got)
+			}
+		})
+	}
+	if _, errs := ParseSpec(map[string]string{"boot": "order=net"}); !strings.Contains(errs["boot"], "no NIC") {
+		t.Errorf("order=net without a NIC: %v", errs)
 	}
 }
 

@@ -43,6 +43,10 @@ type Driver struct {
 	// OVMFCode and OVMFVars are the UEFI firmware and its variable
 	// store template.
 	OVMFCode, OVMFVars string
+	// ROMDir holds the NICs' network boot ROMs that QEMU loads by
+	// default (Debian's ipxe-qemu: efi-virtio.rom, efi-e1000.rom, each
+	// iPXE for BIOS and UEFI); preflight checks they are there.
+	ROMDir string
 	// Images resolves image=NAME disks; the daemon sets it (SetImages).
 	Images ImageSource
 	Net    tap.Net
@@ -57,7 +61,7 @@ type Driver struct {
 // New returns a driver for VMs under root on the real host.
 func New(root string, log *slog.Logger) *Driver {
 	return &Driver{Root: root, QEMU: "qemu-system-x86_64", QemuImg: "qemu-img", KVM: "/dev/kvm",
-		OVMFCode: "/usr/share/OVMF/OVMF_CODE_4M.fd", OVMFVars: "/usr/share/OVMF/OVMF_VARS_4M.fd",
+		OVMFCode: "/usr/share/OVMF/OVMF_CODE_4M.fd", OVMFVars: "/usr/share/OVMF/OVMF_VARS_4M.fd", ROMDir: "/usr/lib/ipxe/qemu",
 		Net: tap.Host, Proc: "/proc", Log: log}
 }
 
@@ -192,6 +196,13 @@ func (d *Driver) preflight(id int, s Spec, creating bool) error {
 		if !creating {
 			if _, err := os.Stat(d.diskPath(id, dk)); err != nil {
 				return fmt.Errorf("%s: %w (was the VM created by berth?)", dk.Key, err)
+			}
+		}
+	}
+	if slices.Contains(s.Boot, "net") {
+		for _, n := range s.NICs {
+			if _, err := os.Stat(d.romFile(n)); err != nil {
+				return fmt.Errorf("%s: network boot needs the iPXE ROM for %s: %w (install Debian's ipxe-qemu)", n.Key, n.Model, err)
 			}
 		}
 	}
@@ -382,11 +393,14 @@ func (d *Driver) Args(id int, s Spec, kvm bool) []string {
 		a = append(a, "-drive", "if=pflash,format=raw,readonly=on,file="+d.OVMFCode,
 			"-drive", "if=pflash,format=raw,file="+p.vars)
 	}
+	boot := bootIndexes(s)
 	for _, dk := range s.Disks {
-		a = append(a, "-drive", fmt.Sprintf("file=%s,if=virtio,format=%s,id=%s", d.diskPath(id, dk), dk.Format, dk.Key))
+		a = append(a, "-drive", fmt.Sprintf("file=%s,if=none,format=%s,id=%s", d.diskPath(id, dk), dk.Format, dk.Key),
+			"-device", "virtio-blk-pci,drive="+dk.Key+boot[dk.Key])
 	}
 	if s.CDROM != "" {
-		a = append(a, "-drive", fmt.Sprintf("file=%s,media=cdrom,readonly=on,if=ide,id=cdrom", s.CDROM))
+		a = append(a, "-drive", fmt.Sprintf("file=%s,media=cdrom,readonly=on,if=none,id=cdrom", s.CDROM),
+			"-device", "ide-cd,drive=cdrom"+boot["cdrom"])
 	}
 	for _, n := range s.NICs {
 		mac := n.MAC
@@ -394,10 +408,18 @@ func (d *Driver) Args(id int, s Spec, kvm bool) []string {
 			mac = DefaultMAC(id, n.Index)
 		}
 		model := map[string]string{"virtio-net": "virtio-net-pci", "e1000": "e1000"}[n.Model]
+		// A NIC the VM may boot from keeps QEMU's default ROM (iPXE from
+		// ipxe-qemu, found on QEMU's firmware path; preflight checks it
+		// is there). Naming it, even by the same file, would stop QEMU
+		// patching the ROM's PCI IDs to the device's, and SeaBIOS then
+		// skips it. The other NICs get none: no firmware tries them.
+		rom := ",romfile="
+		if boot[n.Key] != "" {
+			rom = ""
+		}
 		a = append(a, "-netdev", fmt.Sprintf("tap,id=%s,ifname=%s,script=no,downscript=no", n.Key, tapName(id, n.Index)),
-			"-device", fmt.Sprintf("%s,netdev=%s,mac=%s", model, n.Key, mac))
+			"-device", fmt.Sprintf("%s,netdev=%s,mac=%s%s%s", model, n.Key, mac, rom, boot[n.Key]))
 	}
-	a = append(a, "-boot", "order="+bootLetters(s.Boot))
 	if s.Kernel != "" {
 		a = append(a, "-kernel", s.Kernel)
 		if s.Initrd != "" {
@@ -408,6 +430,37 @@ func (d *Driver) Args(id int, s Spec, kvm bool) []string {
 		}
 	}
 	return a
+}
+
+// romFile is the network boot ROM of a NIC's model.
+func (d *Driver) romFile(n NIC) string {
+	return filepath.Join(d.ROMDir, map[string]string{"virtio-net": "efi-virtio.rom", "e1000": "efi-e1000.rom"}[n.Model])
+}
+
+// bootIndexes gives each device the VM may boot from its ",bootindex=N"
+// in the boot order (disks and NICs in their own order within their
+// kind). SeaBIOS and OVMF both follow bootindex; QEMU's -boot order=
+// letters reach SeaBIOS only.
+func bootIndexes(s Spec) map[string]string {
+	out := map[string]string{}
+	add := func(key string) { out[key] = fmt.Sprintf(",bootindex=%d", len(out)+1) }
+	for _, dev := range s.Boot {
+		switch dev {
+		case "disk":
+			for _, dk := range s.Disks {
+				add(dk.Key)
+			}
+		case "cdrom":
+			if s.CDROM != "" {
+				add("cdrom")
+			}
+		case "net":
+			for _, n := range s.NICs {
+				add(n.Key)
+			}
+		}
+	}
+	return out
 }
 
 func (d *Driver) pid(id int) int {

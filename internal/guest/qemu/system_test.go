@@ -166,6 +166,7 @@ func TestBadInput(t *testing.T) {
 	d.Net.SysNet = filepath.Join(dir, "sysnet")
 	os.MkdirAll(filepath.Join(d.Net.SysNet, "br0", "bridge"), 0o755)
 	os.MkdirAll(filepath.Join(d.Net.SysNet, "eth0"), 0o755)
+	d.ROMDir = filepath.Join(dir, "no-roms")
 	ctx := context.Background()
 	imgs, closeImgs, err := vmtest.OpenStore(ctx, dir)
 	if err != nil {
@@ -191,6 +192,7 @@ func TestBadInput(t *testing.T) {
 		{"overlay smaller than its base", map[string]string{"disk0": "backing=" + base + ",size=1M"}, "smaller than its base"},
 		{"missing image", map[string]string{"disk0": "image=nosuch"}, `image "nosuch": not found`},
 		{"image without a bootable disk", map[string]string{"disk0": "image=bb"}, "berth image disk bb --format qcow2"},
+		{"no iPXE ROM", map[string]string{"net0": "bridge=br0,model=e1000", "boot": "order=net"}, "efi-e1000.rom: no such file or directory (install Debian's ipxe-qemu)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := api.Guest{ID: 4200, Kind: api.GuestVM, Config: tc.cfg}
