@@ -56,7 +56,14 @@ func (p Proc) Alive(pid int, marks ...string) bool {
 	return err == nil && st.state != "Z" && st.state != "X"
 }
 
+// Parent returns pid's parent process ID.
+func (p Proc) Parent(pid int) (int, error) {
+	st, err := p.stat(pid)
+	return st.ppid, err
+}
+
 type stat struct {
+	ppid         int
 	state        string
 	utime, stime uint64
 	start        uint64
@@ -79,6 +86,7 @@ func (p Proc) stat(pid int) (stat, error) {
 	}
 	var s stat
 	s.state = f[0]
+	s.ppid, _ = strconv.Atoi(f[1])
 	s.utime, _ = strconv.ParseUint(f[11], 10, 64)
 	s.stime, _ = strconv.ParseUint(f[12], 10, 64)
 	s.start, _ = strconv.ParseUint(f[19], 10, 64)

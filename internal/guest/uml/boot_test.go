@@ -56,6 +56,30 @@ func TestExcerpt(t *testing.T) {
 	}
 }
 
+func TestBootErrorRetry(t *testing.T) {
+	for _, tc := range []struct {
+		name, console string
+		retry         bool
+		reason        string
+	}{
+		{"self-test timeout, root disk does not open", "alg: self-tests for sha256 using sha256-generic failed (rc=-110)\r\n" +
+			"Failed to open 'root.ext4', errno = 11\r\nKernel panic - not syncing: VFS: Unable to mount root fs\r\nStack:\r\n", true, "the kernel panicked"},
+		{"COW file over a changed base", "mtime mismatch (1700000000 vs 1700000100) of COW header vs backing file\n" +
+			"Failed to open 'disk0.cow', errno = 22\nKernel panic - not syncing: VFS: Unable to mount root fs\n", false,
+			`the kernel panicked ("mtime mismatch": another attempt cannot help)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newBootError(7, "the kernel panicked", tc.console)
+			if e.retry != tc.retry || e.reason != tc.reason {
+				t.Errorf("retry %v, reason %q; want %v, %q", e.retry, e.reason, tc.retry, tc.reason)
+			}
+			if strings.Contains(e.console, "\r") || strings.Contains(e.console, "Stack:") || !strings.HasSuffix(e.console, "Unable to mount root fs") {
+				t.Errorf("console excerpt %q: want the lines up to the panic, without CRs", e.console)
+			}
+		})
+	}
+}
+
 // logBuf is a guest.Logger that keeps the task log.
 type logBuf struct {
 	t  *testing.T
@@ -189,15 +213,7 @@ func TestFailedBootRetried(t *testing.T) {
 		if err := d.Shutdown(ctx, g, time.Minute, tlog{t}); err != nil {
 			t.Fatal(err)
 		}
-		// The console relay exits just after the kernel.
-		var left []string
-		for range 50 {
-			if left = leftovers(d, g.ID, s, im.Root, d.cowPath(g.ID, s.Disks[0])); len(left) == 0 {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if len(left) > 0 {
+		if left := leftovers(d, g.ID, s, im.Root, d.cowPath(g.ID, s.Disks[0])); len(left) > 0 {
 			t.Errorf("left after shutdown: %q", left)
 		}
 	})

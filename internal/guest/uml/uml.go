@@ -398,6 +398,20 @@ type bootError struct {
 	retry   bool
 }
 
+// newBootError describes a failed boot from its console: the lines that
+// explain it, and whether another attempt may succeed.
+func newBootError(id int, reason, console string) *bootError {
+	text := strings.ReplaceAll(console, "\r", "")
+	e := &bootError{id: id, reason: reason, console: excerpt(text, 20), retry: true}
+	for _, m := range noRetry {
+		if strings.Contains(text, m) {
+			e.retry = false
+			e.reason += fmt.Sprintf(" (%q: another attempt cannot help)", m)
+		}
+	}
+	return e
+}
+
 func (e *bootError) Error() string {
 	return fmt.Sprintf("UML guest %d failed to boot: %s; its console:\n%s", e.id, e.reason, e.console)
 }
@@ -518,8 +532,10 @@ func (d *Driver) boot(ctx context.Context, id int, s Spec, attempt int, log gues
 	// The relay gets its own session so that it, and the guest, outlive
 	// the daemon.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	// The last attempt's console must not pass for this one's.
+	// The last run's console and exit status must not pass for this
+	// one's.
 	os.Remove(d.ConsoleLog(id))
+	os.Remove(filepath.Join(dir, exitFile))
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start console relay: %w", err)
 	}
@@ -538,15 +554,7 @@ func (d *Driver) waitBoot(ctx context.Context, id int, relayDone <-chan struct{}
 	defer tick.Stop()
 	failed := func(reason string) error {
 		b, _ := os.ReadFile(d.ConsoleLog(id))
-		text := strings.ReplaceAll(string(b), "\r", "")
-		e := &bootError{id: id, reason: reason, console: excerpt(text, 20), retry: true}
-		for _, m := range noRetry {
-			if strings.Contains(text, m) {
-				e.retry = false
-				e.reason += fmt.Sprintf(" (%q: another attempt cannot help)", m)
-			}
-		}
-		return e
+		return newBootError(id, reason, string(b))
 	}
 	for {
 		b, _ := os.ReadFile(d.ConsoleLog(id))
@@ -633,6 +641,27 @@ func (d *Driver) kill(ctx context.Context, id int) error {
 	return d.Proc.Kill(ctx, pid, mark(id))
 }
 
+// relay returns the console relay of the guest's kernel pid (its
+// parent), or 0.
+func (d *Driver) relay(id, pid int) int {
+	if ppid, err := d.Proc.Parent(pid); err == nil && d.Proc.Alive(ppid, mark(id), RelayCommand) {
+		return ppid
+	}
+	return 0
+}
+
+// waitRelay gives the console relay, once its kernel is gone, up to 5
+// seconds to record the exit status and remove its socket, so that a
+// stopped guest leaves no process behind.
+func (d *Driver) waitRelay(ctx context.Context, id, relay int) {
+	if relay == 0 {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	d.Proc.WaitGone(wctx, relay, mark(id), RelayCommand)
+}
+
 // cleanup removes what a run leaves behind: taps, the umid directory,
 // sockets and the paused flag.
 func (d *Driver) cleanup(ctx context.Context, id int, s Spec) {
@@ -645,7 +674,7 @@ func (d *Driver) cleanup(ctx context.Context, id int, s Spec) {
 	}
 	dir := d.dir(id)
 	os.RemoveAll(filepath.Join(dir, umid))
-	for _, f := range []string{pidFile, consoleSock, exitFile, "paused"} {
+	for _, f := range []string{pidFile, consoleSock, "paused"} {
 		os.Remove(filepath.Join(dir, f))
 	}
 }
@@ -673,6 +702,7 @@ func (d *Driver) Shutdown(ctx context.Context, cfg api.Guest, timeout time.Durat
 	}
 	os.Remove(filepath.Join(d.dir(cfg.ID), "paused"))
 	d.Mconsole(ctx, cfg.ID, "go")
+	relay := d.relay(cfg.ID, pid)
 	log.Printf("sending Ctrl-Alt-Del to UML guest %d, waiting up to %s", cfg.ID, timeout)
 	if _, err := d.Mconsole(ctx, cfg.ID, "cad"); err != nil {
 		log.Printf("mconsole cad: %v", err)
@@ -681,6 +711,7 @@ func (d *Driver) Shutdown(ctx context.Context, cfg api.Guest, timeout time.Durat
 		gone := d.Proc.WaitGone(wctx, pid, mark(cfg.ID))
 		cancel()
 		if gone {
+			d.waitRelay(ctx, cfg.ID, relay)
 			d.cleanup(ctx, cfg.ID, s)
 			log.Printf("UML guest %d shut down", cfg.ID)
 			return nil
@@ -701,6 +732,7 @@ func (d *Driver) Stop(ctx context.Context, cfg api.Guest, log guest.Logger) erro
 		return err
 	}
 	if pid := d.pid(cfg.ID); pid != 0 {
+		relay := d.relay(cfg.ID, pid)
 		mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		mconsole.SendNoWait(mctx, d.MconsoleSocket(cfg.ID), "halt")
 		cancel()
@@ -712,6 +744,7 @@ func (d *Driver) Stop(ctx context.Context, cfg api.Guest, log guest.Logger) erro
 				return err
 			}
 		}
+		d.waitRelay(ctx, cfg.ID, relay)
 		log.Printf("UML guest %d stopped", cfg.ID)
 	}
 	d.cleanup(ctx, cfg.ID, s)
