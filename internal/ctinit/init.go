@@ -71,7 +71,7 @@ func StartInit(spec Spec) (*Init, error) {
 		flags |= unix.CLONE_NEWUSER
 	}
 	runtime.LockOSThread()
-	pid, pidfd, err := p.start(flags)
+	pid, pidfd, err := p.start(flags, false)
 	runtime.UnlockOSThread()
 	if err != nil {
 		unix.Close(fds[0])
@@ -97,8 +97,13 @@ func (in *Init) Run(rootFD int) error {
 		return fmt.Errorf("send the root file system to the container's init: %w", err)
 	}
 	if err := in.p.readReport(in.sock); err != nil {
+		// The child is exiting; the caller kills and reaps it (Kill),
+		// which keeps its memory alive until then.
 		return fmt.Errorf("container setup failed: %w", err)
 	}
+	// End of file: the child executed init (close-on-exec descriptors
+	// close after execve switched to the new program's memory).
+	runtime.KeepAlive(in.p)
 	return nil
 }
 
@@ -107,6 +112,7 @@ func (in *Init) Kill() {
 	_ = unix.PidfdSendSignal(in.PidFD, unix.SIGKILL, nil, 0)
 	var ws unix.WaitStatus
 	_, _ = unix.Wait4(in.PID, &ws, 0, nil)
+	runtime.KeepAlive(in.p) // the child ran on it until it died
 	in.Close()
 }
 

@@ -154,7 +154,7 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 		unix.Close(rep[1])
 		return 0, fmt.Errorf("join PID namespace: %w", err)
 	}
-	pid, pidfd, err := p.start(0)
+	pid, pidfd, err := p.start(0, true)
 	unix.Close(rep[1])
 	if err != nil {
 		return 0, fmt.Errorf("fork into container: %w", err)
@@ -174,6 +174,7 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 		}
 		break
 	}
+	runtime.KeepAlive(p) // the child ran on its memory until execve or exit
 	if setupErr != nil {
 		return 0, fmt.Errorf("entering the container failed: %w", setupErr)
 	}

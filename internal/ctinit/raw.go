@@ -232,17 +232,38 @@ type cloneArgs struct {
 	flags, pidfd, childTID, parentTID, exitSignal, stack, stackSize, tls, setTID, setTIDSize, cgroup uint64
 }
 
-// start forks a child that runs p, with extra clone flags (namespaces).
-// It returns the child's PID and a pidfd for it. The calling goroutine
-// must have locked its OS thread.
-func (p *program) start(flags uintptr) (pid, pidfd int, err error) {
+// childStack is the size of a child's own stack.
+const childStack = 64 << 10
+
+// start forks a child that runs p, with extra clone flags (namespaces),
+// and returns the child's PID and a pidfd for it. The child runs on a
+// stack of its own from p's memory.
+//
+// With vfork, the child shares the daemon's memory and the calling thread
+// is suspended until the child executed its command or exited (CLONE_VM |
+// CLONE_VFORK, as os/exec does): no page tables are copied and no page
+// is made copy-on-write, so neither the fork nor the child's execve pays
+// for the daemon's size. Only for programs that never wait for the
+// daemon. Without vfork the child gets a copy of the daemon's memory; it
+// may then wait for the daemon (init does, in recvmsg). (A shared memory
+// without suspending the caller crashed children now and then under the
+// race detector.) The calling goroutine must have locked its OS thread,
+// and p must stay alive (runtime.KeepAlive) until the child has executed
+// its command or died.
+func (p *program) start(flags uintptr, vfork bool) (pid, pidfd int, err error) {
 	fd := new(int32)
-	args := &cloneArgs{flags: uint64(flags) | unix.CLONE_PIDFD, pidfd: uint64(uintptr(unsafe.Pointer(fd))), exitSignal: uint64(unix.SIGCHLD)}
+	stack := p.buf(childStack)
+	if vfork {
+		flags |= unix.CLONE_VM | unix.CLONE_VFORK
+	}
+	args := &cloneArgs{flags: uint64(flags) | unix.CLONE_PIDFD, pidfd: uint64(uintptr(unsafe.Pointer(fd))),
+		exitSignal: uint64(unix.SIGCHLD), stack: uint64(uintptr(stack)), stackSize: childStack}
+	c := &childArgs{steps: p.steps, rep: p.report}
+	p.keep = append(p.keep, c)
 	// Descriptors of other goroutines' forks must not leak in.
 	syscall.ForkLock.Lock()
-	r, errno := forkProgram(args, p.steps, p.report)
+	r, errno := forkProgram(args, c)
 	syscall.ForkLock.Unlock()
-	runtime.KeepAlive(p)
 	runtime.KeepAlive(args)
 	if errno != 0 {
 		return 0, -1, fmt.Errorf("clone: %w", errno)
@@ -250,25 +271,43 @@ func (p *program) start(flags uintptr) (pid, pidfd int, err error) {
 	return int(r), int(*fd), nil
 }
 
-// forkProgram forks with clone3; the child runs steps and never returns.
+// childArgs is what a forked child runs.
+type childArgs struct {
+	steps []step
+	rep   uintptr
+}
+
+// cloneVM calls clone3(args); the child, on the stack args names, calls
+// childMain(c). Implemented in assembly: the child cannot return into Go
+// code on a stack that is not its own.
+//
+//go:noescape
+func cloneVM(args *cloneArgs, size uintptr, c *childArgs) (pid uintptr, errno uintptr)
+
+// childMain is a forked child's entry point.
+//
+//go:norace
+//go:nocheckptr
+//go:nosplit
+func childMain(c *childArgs) {
+	runSteps(c.steps, c.rep)
+	rawExit(exitSetupFailed)
+}
+
+// forkProgram forks with clone3; the child runs c and never returns.
 // Signals are blocked around the fork so that none is delivered to the
 // child on a Go handler; programs clear the mask before their execve.
 //
 //go:norace
 //go:nocheckptr
 //go:nosplit
-func forkProgram(args *cloneArgs, steps []step, rep uintptr) (uintptr, syscall.Errno) {
+func forkProgram(args *cloneArgs, c *childArgs) (uintptr, syscall.Errno) {
 	var all, old sigset
 	all = sigset(^uint64(0))
 	syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&all)), uintptr(unsafe.Pointer(&old)), 8, 0, 0)
-	pid, _, errno := syscall.RawSyscall(unix.SYS_CLONE3, uintptr(unsafe.Pointer(args)), unsafe.Sizeof(*args), 0)
-	if errno != 0 || pid != 0 {
-		syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
-		return pid, errno
-	}
-	runSteps(steps, rep)
-	rawExit(exitSetupFailed)
-	return 0, 0
+	pid, errno := cloneVM(args, unsafe.Sizeof(*args), c)
+	syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
+	return pid, syscall.Errno(errno)
 }
 
 type sigset uint64

@@ -16,9 +16,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"os"
@@ -27,6 +29,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -55,11 +58,19 @@ func main() {
 	defer os.RemoveAll(tmp)
 	os.Chmod(tmp, 0o711)
 	data := filepath.Join(tmp, "data")
-	daemon := exec.Command(bin, "serve", "--listen", "none", "--data-dir", data, "--log-level", "warn")
-	daemon.Stderr = os.Stderr
+	// The daemon logs at debug level in JSON: the driver's per-phase
+	// timings of guest 1000's cycles are collected; warnings and errors
+	// are passed on.
+	daemon := exec.Command(bin, "serve", "--listen", "none", "--data-dir", data, "--log-level", "debug", "--log-format", "json")
+	stderr, err := daemon.StderrPipe()
+	if err != nil {
+		log.Fatal(err)
+	}
 	if err := daemon.Start(); err != nil {
 		log.Fatal(err)
 	}
+	ph := &phaseLog{byOp: map[string]map[string][]time.Duration{}}
+	go ph.read(stderr)
 	defer func() {
 		daemon.Process.Signal(os.Interrupt)
 		daemon.Wait()
@@ -90,6 +101,8 @@ func main() {
 	berthMed := median(*n, func() error { return berthCycle(ctx, cl, 1000, &steps) })
 	fmt.Printf("  berth (unprivileged, idmapped overlay, API): median %s (start task %s, exec %s, stop task %s)\n",
 		berthMed, mid(steps[0]), mid(steps[1]), mid(steps[2]))
+	time.Sleep(100 * time.Millisecond) // the last lines of the daemon's log
+	ph.print()
 	if !*skipLXC {
 		lxcMed := median(*n, func() error { return lxcCycle(tmp, rootfs) })
 		fmt.Printf("  lxc (privileged, lxc-start -d + lxc-attach + lxc-stop -k): median %s\n", lxcMed)
@@ -132,6 +145,90 @@ func floor(n int, rootfs string) {
 		syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET | syscall.CLONE_NEWCGROUP,
 		UidMappings: m, GidMappings: m}))
 	fmt.Printf("  kernel floor (fork+execve+exit of busybox true, median of %d): plain %s, in fresh user/mnt/pid/uts/ipc/net/cgroup namespaces %s\n", n, plain, ns)
+}
+
+// phaseLog collects the container driver's "container OP phases" debug
+// lines of guest 1000.
+type phaseLog struct {
+	mu    sync.Mutex
+	byOp  map[string]map[string][]time.Duration
+	order map[string][]string
+}
+
+func (p *phaseLog) read(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) != nil {
+			fmt.Fprintln(os.Stderr, sc.Text())
+			continue
+		}
+		if lvl, _ := m["level"].(string); lvl == "WARN" || lvl == "ERROR" {
+			fmt.Fprintln(os.Stderr, sc.Text())
+		}
+		msg, _ := m["msg"].(string)
+		op, ok := strings.CutPrefix(msg, "container ")
+		op, ok2 := strings.CutSuffix(op, " phases")
+		if !ok || !ok2 || m["guest"] != float64(1000) {
+			continue
+		}
+		p.mu.Lock()
+		if p.byOp[op] == nil {
+			p.byOp[op] = map[string][]time.Duration{}
+			if p.order == nil {
+				p.order = map[string][]string{}
+			}
+			// JSON objects keep no order: list the phases as logged.
+			for _, k := range keysInOrder(sc.Bytes()) {
+				if _, isNum := m[k].(float64); isNum && k != "guest" {
+					p.order[op] = append(p.order[op], k)
+				}
+			}
+		}
+		for k, v := range m {
+			if f, isNum := v.(float64); isNum && k != "guest" {
+				p.byOp[op][k] = append(p.byOp[op][k], time.Duration(f))
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// keysInOrder returns the top-level keys of a JSON object in order.
+func keysInOrder(b []byte) []string {
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	var keys []string
+	if _, err := dec.Token(); err != nil {
+		return nil
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return keys
+		}
+		keys = append(keys, t.(string))
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return keys
+		}
+	}
+	return keys
+}
+
+func (p *phaseLog) print() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, op := range []string{"start", "exec", "stop"} {
+		if len(p.order[op]) == 0 {
+			continue
+		}
+		fmt.Printf("    driver %s, median per phase:", op)
+		for _, k := range p.order[op] {
+			fmt.Printf(" %s %s", k, mid(p.byOp[op][k]))
+		}
+		fmt.Println()
+	}
 }
 
 func must(err error) {

@@ -3,9 +3,11 @@ package container
 import (
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -135,7 +137,9 @@ func parse(g api.Guest, cpus int) (settings, map[string]string) {
 		}
 	}
 	names := map[string]string{}
-	for k, v := range c {
+	// In key order: of two NICs with one name, the later is reported.
+	for _, k := range slices.Sorted(maps.Keys(c)) {
+		v := c[k]
 		rest, ok := strings.CutPrefix(k, KeyNetPrefix)
 		if !ok {
 			continue
