@@ -2,11 +2,14 @@ package ksmtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -57,18 +60,77 @@ func Host(t testing.TB) ksm.Sysfs {
 // parallel.
 var LockPath = filepath.Join(os.TempDir(), "berth-ksm-host.lock")
 
-// Lock takes the host-wide KSM lock, waiting for other holders, and
-// returns its release.
+// LockWait is how long Lock waits for another holder of LockPath. KSM
+// tests hold the lock for well under a minute each, so waiting longer
+// means a long holder such as a running `make bench-ksm`: the test then
+// fails naming it instead of running into the package's timeout.
+// BERTH_KSM_LOCK_WAIT (a Go duration) overrides it.
+var LockWait = 4 * time.Minute
+
+// Lock takes the host-wide KSM lock, waiting up to LockWait (or
+// BERTH_KSM_LOCK_WAIT) for other holders, and returns its release.
 func Lock() (func(), error) {
-	f, err := os.OpenFile(LockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	wait := LockWait
+	if v := os.Getenv("BERTH_KSM_LOCK_WAIT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return nil, fmt.Errorf("BERTH_KSM_LOCK_WAIT=%q: %w (use a Go duration such as 10m)", v, err)
+		}
+		wait = d
+	}
+	return LockWithin(wait)
+}
+
+// LockWithin takes the host-wide KSM lock, waiting at most wait for
+// another holder, and records this process's PID and command in the lock
+// file so that a waiter that gives up can name the holder.
+func LockWithin(wait time.Duration) (func(), error) {
+	f, err := os.OpenFile(LockPath, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open KSM test lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", LockPath, err)
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", LockPath, err)
+		}
+		if time.Now().After(deadline) {
+			holder := holderOf(f)
+			f.Close()
+			return nil, fmt.Errorf("KSM test lock %s is still held after %s by %s: another test or benchmark (make bench-ksm) is changing this host's KSM; let it finish or stop it, or set BERTH_KSM_LOCK_WAIT to wait longer", LockPath, wait, holder)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return func() { f.Close() }, nil
+	cmd, _ := os.ReadFile("/proc/self/cmdline")
+	rec := fmt.Sprintf("%d %s\n", os.Getpid(), strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " ")))
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(rec), 0)
+	}
+	return func() {
+		f.Truncate(0)
+		f.Close()
+	}, nil
+}
+
+// holderOf describes the process recorded in the lock file f: "pid N
+// (COMMAND)", noting when that process no longer exists.
+func holderOf(f *os.File) string {
+	b := make([]byte, 512)
+	n, _ := f.ReadAt(b, 0)
+	pidText, cmd, _ := strings.Cut(strings.TrimSpace(string(b[:n])), " ")
+	pid, err := strconv.Atoi(pidText)
+	if err != nil {
+		return "a process that recorded no PID (an older berth test binary?)"
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+		return fmt.Sprintf("pid %d (%s, no longer running: its lock passed to a child process?)", pid, cmd)
+	}
+	return fmt.Sprintf("pid %d (%s)", pid, cmd)
 }
 
 // MergeFast starts ksmd at a test speed (5000 pages every 10 ms) and
