@@ -12,6 +12,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -257,12 +259,17 @@ if [ -n "$IP" ]; then
 	ip link set lo up
 	ip link set eth0 up
 	ip addr add "$IP" dev eth0
+	# Retry for up to 120 s of guest uptime: on a loaded host a starved
+	# guest misses single ping timeouts, and the first ARP exchange waits
+	# for the host side of the NIC to come up.
 	ok=
-	for i in 1 2 3 4 5 6 7 8 9 10; do
-		if ping -c 1 -W 2 "$HOST" >/dev/null 2>&1; then ok=1; break; fi
+	end=$(( $(cut -d. -f1 /proc/uptime) + 120 ))
+	while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do
+		if ping -c 1 -W 3 "$HOST" >/dev/null 2>&1; then ok=1; break; fi
 		sleep 1
 	done
-	if [ -n "$ok" ]; then echo "` + NetOK + `"; else echo "` + NetFail + `"; fi
+	if [ -n "$ok" ]; then echo "` + NetOK + `"; else
+		echo "` + NetFail + ` $HOST after 120 s:"; ip addr show eth0; ip neigh; fi
 fi
 # The ACPI power button: any event from it powers off (no acpid needed).
 for e in /sys/class/input/event*; do
@@ -413,7 +420,10 @@ func Initramfs(k Kernel, out string) error {
 func Bridge(name, addr string) (func(), error) {
 	del := func() { exec.Command("ip", "link", "del", name).Run() }
 	del()
-	for _, args := range [][]string{{"link", "add", "name", name, "type", "bridge"}, {"addr", "add", addr, "dev", name}, {"link", "set", name, "up"}} {
+	// No STP and no forward delay: a port forwards as soon as its tap
+	// comes up, so a guest's first ping is not lost to a listening port.
+	for _, args := range [][]string{{"link", "add", "name", name, "type", "bridge", "stp_state", "0", "forward_delay", "0"},
+		{"addr", "add", addr, "dev", name}, {"link", "set", name, "up"}} {
 		if err := run("", "ip", args...); err != nil {
 			del()
 			return nil, err
@@ -498,7 +508,59 @@ func PIDsUnder(dir string) []int {
 func GuestID(n int) int { return 100000 + (os.Getpid()%89999)*10 + n%10 }
 
 // Subnet returns the first three octets of test network n (0-9) of this
-// test process, 10.16n.X with X from the process ID: bridges of tests
-// running at once get distinct subnets, so the host routes each guest's
-// replies to its own bridge.
-func Subnet(n int) string { return fmt.Sprintf("10.%d.%d", 160+n%10, os.Getpid()%250+1) }
+// test process, 10.16n.X: bridges of tests running at once, in other
+// packages or other checkouts, get distinct subnets, so the host routes
+// each guest's replies to its own bridge. X starts from the process ID;
+// the process holds a lock file for 10.16n.X until it exits, and skips
+// an X that another process holds or that an interface of the host
+// already uses (a test binary without this lock, a leftover bridge).
+func Subnet(n int) string {
+	subnets.Lock()
+	defer subnets.Unlock()
+	if s, ok := subnets.byN[n]; ok {
+		return s
+	}
+	a := 160 + n%10
+	start := os.Getpid() % 250
+	s := fmt.Sprintf("10.%d.%d", a, start+1)
+	for i := range 250 {
+		x := (start+i)%250 + 1
+		cand := fmt.Sprintf("10.%d.%d", a, x)
+		if hostUses(cand) {
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(os.TempDir(), "berth-test-net-"+cand+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			break
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			f.Close()
+			continue
+		}
+		subnets.held = append(subnets.held, f) // held until exit
+		s = cand
+		break
+	}
+	if subnets.byN == nil {
+		subnets.byN = map[int]string{}
+	}
+	subnets.byN[n] = s
+	return s
+}
+
+var subnets struct {
+	sync.Mutex
+	byN  map[int]string
+	held []*os.File
+}
+
+// hostUses reports whether an address of this host lies in prefix.0/24.
+func hostUses(prefix string) bool {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && strings.HasPrefix(ipn.IP.String(), prefix+".") {
+			return true
+		}
+	}
+	return false
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/vmtest"
 )
 
 func TestIsolation(t *testing.T) {
@@ -117,28 +118,26 @@ func TestPrivileged(t *testing.T) {
 
 func TestNetwork(t *testing.T) {
 	e := newEnv(t)
-	br := fmt.Sprintf("brct%d", os.Getpid()%100000)
-	if out, err := exec.Command("ip", "link", "add", br, "type", "bridge").CombinedOutput(); err != nil {
-		t.Fatalf("create test bridge: %v %s", err, out)
+	// A bridge and subnet of this process: container tests of other
+	// checkouts may run at once.
+	br, subnet := fmt.Sprintf("brct%d", os.Getpid()%100000), vmtest.Subnet(5)
+	del, err := vmtest.Bridge(br, subnet+".1/24")
+	if err != nil {
+		t.Fatalf("create test bridge: %v", err)
 	}
-	t.Cleanup(func() { exec.Command("ip", "link", "del", br).Run() })
-	for _, args := range [][]string{{"addr", "add", "10.231.0.1/24", "dev", br}, {"link", "set", br, "up"}} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v %s", args, err, out)
-		}
-	}
+	t.Cleanup(del)
 	// A missing bridge is refused before anything is made.
 	bad := api.Guest{ID: 121, Kind: api.GuestContainer, Config: map[string]string{"image": "bb", "net0": "bridge=nosuchbr0"}}
 	if f := e.d.Validate(bad); !strings.Contains(f["net0"], "does not exist") {
 		t.Errorf("missing bridge: %v", f)
 	}
-	g := e.create(120, map[string]string{"net0": "name=eth0,bridge=" + br + ",ip=10.231.0.2/24,gw=10.231.0.1"})
+	g := e.create(120, map[string]string{"net0": "name=eth0,bridge=" + br + ",ip=" + subnet + ".2/24,gw=" + subnet + ".1"})
 	e.start(g)
-	out, code := e.run(g, "cat /sys/class/net/eth0/address; ip -4 addr show eth0; ip route; ping -c 1 -W 5 10.231.0.1")
+	out, code := e.run(g, "cat /sys/class/net/eth0/address; ip -4 addr show eth0; ip route; ping -c 1 -W 5 "+subnet+".1")
 	if code != 0 {
 		t.Fatalf("ping from the container: %d\n%s", code, out)
 	}
-	if !strings.Contains(out, "10.231.0.2/24") || !strings.Contains(out, "default via 10.231.0.1") {
+	if !strings.Contains(out, subnet+".2/24") || !strings.Contains(out, "default via "+subnet+".1") {
 		t.Errorf("address or route missing:\n%s", out)
 	}
 	mac := strings.Fields(out)[0]

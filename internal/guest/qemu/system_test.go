@@ -78,7 +78,7 @@ func TestBootTCG(t *testing.T) {
 	if err := d.Start(ctx, g, tlog{t}); err != nil {
 		t.Fatal(err)
 	}
-	out, err := vmtest.WaitFor(d.ConsoleLog(g.ID), 3*time.Minute, []string{vmtest.NetFail, "Kernel panic"}, vmtest.BootMarker, vmtest.NetOK, "BERTH-ACPID", "BERTH-READY")
+	out, err := vmtest.WaitFor(d.ConsoleLog(g.ID), 5*time.Minute, []string{vmtest.NetFail, "Kernel panic"}, vmtest.BootMarker, vmtest.NetOK, "BERTH-ACPID", "BERTH-READY")
 	if err != nil {
 		t.Fatalf("%v\nconsole:\n%s", err, out)
 	}

@@ -166,7 +166,7 @@ func leftovers(d *Driver, id int, s Spec, files ...string) []string {
 // error and nothing left behind (process, tap, socket, COW file or lock).
 func TestFailedBootRetried(t *testing.T) {
 	dir, im := sharedBase(t)
-	br := testBridge(t, "bfr", "10.231.10.1/24")
+	br := testBridge(t, "bfr", vmtest.Subnet(4)+".1/24")
 	missing := filepath.Join(dir, "missing.ext4")
 	ctx := context.Background()
 	newGuest := func(t *testing.T, d *Driver, id int) (api.Guest, Spec) {
@@ -189,14 +189,14 @@ func TestFailedBootRetried(t *testing.T) {
 	t.Run("second attempt comes up", func(t *testing.T) {
 		d := testDriver(t, filepath.Join(dir, "uml"))
 		failAttempts(d, missing, 1)
-		g, s := newGuest(t, d, 4501)
+		g, s := newGuest(t, d, vmtest.GuestID(5))
 		log := &logBuf{t: t}
 		if err := d.Start(ctx, g, log); err != nil {
 			t.Fatal(err)
 		}
 		got := log.String()
 		for _, want := range []string{"boot attempt 1 of 2 failed: the kernel panicked", `Couldn't stat "` + missing + `"`,
-			"VFS: Unable to mount root fs", "booting again", "UML guest 4501 is up"} {
+			"VFS: Unable to mount root fs", "booting again", fmt.Sprintf("UML guest %d is up", g.ID)} {
 			if !strings.Contains(got, want) {
 				t.Errorf("task log lacks %q:\n%s", want, got)
 			}
@@ -204,7 +204,7 @@ func TestFailedBootRetried(t *testing.T) {
 		if strings.Count(got, "UML kernel ") != 2 {
 			t.Errorf("want two boots in the task log:\n%s", got)
 		}
-		if out, err := vmtest.WaitFor(d.ConsoleLog(g.ID), 2*time.Minute, []string{"Kernel panic"}, vmtest.BootMarker, "BERTH-MARKS: retry END", "BERTH-READY"); err != nil {
+		if out, err := vmtest.WaitFor(d.ConsoleLog(g.ID), 5*time.Minute, []string{"Kernel panic"}, vmtest.BootMarker, "BERTH-MARKS: retry END", "BERTH-READY"); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
 		if h, err := ReadCOWHeader(d.cowPath(g.ID, s.Disks[0])); err != nil || h.Backing != im.Root {
@@ -221,13 +221,13 @@ func TestFailedBootRetried(t *testing.T) {
 	t.Run("both attempts fail", func(t *testing.T) {
 		d := testDriver(t, filepath.Join(dir, "uml"))
 		failAttempts(d, missing, 1, 2)
-		g, s := newGuest(t, d, 4502)
+		g, s := newGuest(t, d, vmtest.GuestID(6))
 		log := &logBuf{t: t}
 		err := d.Start(ctx, g, log)
 		if err == nil {
 			t.Fatal("Start succeeded with both attempts failing")
 		}
-		for _, want := range []string{"UML guest 4502 failed to boot 2 times", "attempt 1: the kernel panicked", "attempt 2: the kernel panicked",
+		for _, want := range []string{fmt.Sprintf("UML guest %d failed to boot 2 times", g.ID), "attempt 1: the kernel panicked", "attempt 2: the kernel panicked",
 			"VFS: Unable to mount root fs", "nothing was left running"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error lacks %q: %v", want, err)

@@ -136,10 +136,10 @@ func TestTwoGuestsShareBase(t *testing.T) {
 		}
 	}
 	fail := []string{vmtest.NetFail, "Kernel panic"}
-	if out, err := vmtest.WaitFor(d.ConsoleLog(a.ID), 2*time.Minute, fail, vmtest.BootMarker, "BERTH-MARKS: alpha END", vmtest.NetOK, "BERTH-READY"); err != nil {
+	if out, err := vmtest.WaitFor(d.ConsoleLog(a.ID), 5*time.Minute, fail, vmtest.BootMarker, "BERTH-MARKS: alpha END", vmtest.NetOK, "BERTH-READY"); err != nil {
 		t.Fatalf("guest a: %v\n%s", err, out)
 	}
-	if out, err := vmtest.WaitFor(d.ConsoleLog(b.ID), 2*time.Minute, fail, vmtest.BootMarker, "BERTH-MARKS: beta END", "BERTH-READY"); err != nil {
+	if out, err := vmtest.WaitFor(d.ConsoleLog(b.ID), 5*time.Minute, fail, vmtest.BootMarker, "BERTH-MARKS: beta END", "BERTH-READY"); err != nil {
 		t.Fatalf("guest b: %v\n%s", err, out)
 	}
 	// b has no tuntap NIC, so it always runs unprivileged; a does only
@@ -205,7 +205,7 @@ func TestTwoGuestsShareBase(t *testing.T) {
 	if err := d.Start(ctx, a, tlog{t}); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := vmtest.WaitFor(d.ConsoleLog(a.ID), 2*time.Minute, fail, "BERTH-MARKS: alpha alpha2 END"); err != nil {
+	if out, err := vmtest.WaitFor(d.ConsoleLog(a.ID), 5*time.Minute, fail, "BERTH-MARKS: alpha alpha2 END"); err != nil {
 		t.Fatalf("guest a, second boot: %v\n%s", err, out)
 	}
 	if err := d.Commit(ctx, a, "disk0", filepath.Join(dir, "merged.ext4"), tlog{t}); err == nil {
