@@ -614,13 +614,11 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 		t.Fatalf("running tasks %+v, want just %s", running, acc.UPID)
 	}
 
-	begin := time.Now()
+	// ShutdownTimeout is 500ms: Run waits that long, then cancels the
+	// task. stop fails if Run has not returned after 30 s, so Run did
+	// not wait for the gate (never opened) or the 60 s default.
 	if err := e.stop(t); err != nil {
 		t.Fatalf("Run returned %v after cancel, want nil", err)
-	}
-	// ShutdownTimeout is 500ms: Run waits that long, then cancels.
-	if d := time.Since(begin); d > 10*time.Second {
-		t.Errorf("Run took %v to return after cancel", d)
 	}
 	// The listener is closed.
 	if c, err := net.DialTimeout("tcp", e.addr, time.Second); err == nil {

@@ -123,7 +123,7 @@ func TestStartAllCancel(t *testing.T) {
 	var log lines
 	done := make(chan error, 1)
 	go func() { done <- r.StartAll(ctx, &log, true, nil) }()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for len(ct.opCalls("start")) == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
@@ -133,7 +133,7 @@ func TestStartAllCancel(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("StartAll = %v, want context.Canceled", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("StartAll did not return after cancel")
 	}
 	if got, want := ct.opCalls("start"), []string{"start 101"}; !reflect.DeepEqual(got, want) {
@@ -243,7 +243,7 @@ func TestStopAllCancel(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("StopAll = %v, want context.Canceled", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("StopAll did not return after cancel")
 	}
 	if got, want := ct.opCalls("shutdown"), []string{"shutdown 102"}; !reflect.DeepEqual(got, want) {

@@ -204,7 +204,7 @@ func TestHostTuner(t *testing.T) {
 	if _, err := svc.SetConfig(t.Context(), api.KSMConfigUpdate{ThresCoef: &zero}); err != nil {
 		t.Fatal(err)
 	}
-	waitMerged(t, "the tuner to stop KSM", 10*time.Second, func() bool {
+	waitMerged(t, "the tuner to stop KSM", 60*time.Second, func() bool {
 		c, _ := s.Read()
 		return c.Run == ksm.RunStop
 	})
@@ -212,7 +212,7 @@ func TestHostTuner(t *testing.T) {
 	if _, err := svc.SetConfig(t.Context(), api.KSMConfigUpdate{ThresCoef: &hundred}); err != nil {
 		t.Fatal(err)
 	}
-	waitMerged(t, "the tuner to restart KSM", 10*time.Second, func() bool {
+	waitMerged(t, "the tuner to restart KSM", 60*time.Second, func() bool {
 		c, _ := s.Read()
 		return c.Run == ksm.RunMerge
 	})

@@ -111,8 +111,8 @@ func newRig(t testing.TB) *rig {
 		if _, err := os.Stat(filepath.Join(r.data, "berth.sock")); err == nil {
 			break
 		}
-		if i > 200 {
-			t.Fatalf("daemon did not start:\n%s", r.log.String())
+		if i > 600 {
+			t.Fatalf("daemon did not start within 60 s:\n%s", r.log.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

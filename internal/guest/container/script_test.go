@@ -69,11 +69,11 @@ func TestScripts(t *testing.T) {
 				ts.Setenv(args[0], strings.TrimSpace(m[1]))
 			},
 			// alive PID: the process exists and is not a zombie (negated:
-			// it is gone within 5 seconds).
+			// it is gone within 60 seconds).
 			"alive": func(ts *testscript.TestScript, neg bool, args []string) {
 				pid, err := strconv.Atoi(args[0])
 				ts.Check(err)
-				deadline := time.Now().Add(5 * time.Second)
+				deadline := time.Now().Add(60 * time.Second)
 				for {
 					st, err := ctinit.State(pid)
 					alive := err == nil && st != 'Z'

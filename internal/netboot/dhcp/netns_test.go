@@ -320,7 +320,9 @@ func TestProxyBesideDnsmasq(t *testing.T) {
 	disc.Flags = 0x8000
 	time.Sleep(500 * time.Millisecond) // let dnsmasq bind
 	var address, proxy *Message
-	deadline := time.Now().Add(8 * time.Second)
+	// dnsmasq may take long to start on a loaded host: resend until
+	// both offers arrive.
+	deadline := time.Now().Add(60 * time.Second)
 	buf := make([]byte, 1500)
 	for (address == nil || proxy == nil) && time.Now().Before(deadline) {
 		conn.WriteToUDP(disc.Marshal(), &net.UDPAddr{IP: net.IPv4bcast, Port: 67})

@@ -267,7 +267,7 @@ func testGiveUp(t *testing.T, threads int) {
 	srv, addr := startServer(t, Config{Root: dir, Timeout: 20 * time.Millisecond, Retries: 2, MaxThreads: threads})
 	c := newTestClient(t, addr)
 	c.conn.WriteToUDP(rrq("f", "octet"), addr)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for srv.Stats().TransfersFailed == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
