@@ -41,7 +41,8 @@ type Options struct {
 	Dir string
 	// Mem is the guest's memory (default 256M).
 	Mem string
-	// Timeout bounds one boot (default 3 minutes).
+	// Timeout bounds one boot (default 6 minutes: a loaded 2-core host
+	// runs a UML guest many times slower than an idle one).
 	Timeout time.Duration
 }
 
@@ -86,7 +87,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		o.Mem = "256M"
 	}
 	if o.Timeout == 0 {
-		o.Timeout = 3 * time.Minute
+		o.Timeout = 6 * time.Minute
 	}
 	var names []string
 	params := map[string]string{}
