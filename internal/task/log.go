@@ -87,19 +87,28 @@ func (l *Log) broadcastLocked() {
 	l.changed = make(chan struct{})
 }
 
-// close writes the final line, flushes the file to disk and closes it. No
-// further lines are accepted.
-func (l *Log) close(final string) error {
+// closeWith writes the final line. No further lines are accepted.
+func (l *Log) closeWith(final string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.closed = true
 	l.appendLocked(final)
-	err := l.f.Sync()
-	if cerr := l.f.Close(); err == nil {
+}
+
+// syncClose flushes the file to disk and closes it; call it after
+// closeWith. It returns the first error of any write, the sync or the
+// close. The lock is not held while syncing, so readers of the log's size
+// are not delayed; after closeWith nothing else touches the file.
+func (l *Log) syncClose() error {
+	l.mu.Lock()
+	f, werr := l.f, l.werr
+	l.mu.Unlock()
+	err := f.Sync()
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = l.werr
+		err = werr
 	}
 	return err
 }

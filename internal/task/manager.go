@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,8 +138,11 @@ type run struct {
 	task   api.Task
 	log    *Log
 	cancel context.CancelCauseFunc
-	done   chan struct{} // closed once the end is recorded
+	done   chan struct{} // closed once the end is recorded in memory
 	final  api.Task      // the index entry at the end; set before done is closed
+	// indexed is closed once the final index entry is written (or its
+	// write failed).
+	indexed chan struct{}
 
 	// Guarded by Manager.mu.
 	ended         bool // the task function returned
@@ -333,9 +337,21 @@ func (m *Manager) nextStart(spec Spec, now int64) int64 {
 	return st
 }
 
-// create makes the log file and the running index entry of a new task.
+// create makes the log file of a new task. The log file, created before
+// the task function runs, is the task's durable record while it runs: its
+// name is the UPID, and Recover indexes a log file that has no index entry
+// after a crash. The index entry itself is written once, when the task
+// ends, so starting a task costs no store transaction and no fsync.
 func (m *Manager) create(u UPID) (*run, error) {
 	str := u.String()
+	key := taskKey(u)
+	// A UPID already in the index (say, left by an earlier process with
+	// the same PID and start time whose log was pruned) is taken too.
+	if _, err := m.st.Get(context.Background(), key); err == nil {
+		return nil, errCollision
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("look up task index: %w", err)
+	}
 	path := m.logPath(u)
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("create log directory: %w", err)
@@ -347,8 +363,22 @@ func (m *Manager) create(u UPID) (*run, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create log: %w", err)
 	}
-	t := api.Task{
-		UPID:      str,
+	return &run{
+		upid: u,
+		str:  str,
+		key:  key,
+		task: runningTask(u),
+		log:  newLog(str, f, m.logger),
+		done: make(chan struct{}),
+
+		indexed: make(chan struct{}),
+	}, nil
+}
+
+// runningTask is the index entry of a running task.
+func runningTask(u UPID) api.Task {
+	return api.Task{
+		UPID:      u.String(),
 		Node:      u.Node,
 		PID:       u.PID,
 		PStart:    u.PStart,
@@ -358,25 +388,6 @@ func (m *Manager) create(u UPID) (*run, error) {
 		User:      u.User,
 		Status:    api.TaskRunning,
 	}
-	key := taskKey(u)
-	if _, err := store.PutJSON(context.Background(), m.st, key, t, store.Cond{Create: true}); err != nil {
-		f.Close()
-		if rerr := os.Remove(path); rerr != nil {
-			m.logger.Warn("cannot remove log of task not started", "path", path, "err", rerr)
-		}
-		if errors.Is(err, store.ErrExists) {
-			return nil, errCollision
-		}
-		return nil, fmt.Errorf("record in task index: %w", err)
-	}
-	return &run{
-		upid: u,
-		str:  str,
-		key:  key,
-		task: t,
-		log:  newLog(str, f, m.logger),
-		done: make(chan struct{}),
-	}, nil
 }
 
 // run executes fn and records its end, even if fn panics or calls
@@ -411,25 +422,29 @@ func (m *Manager) finish(ctx context.Context, r *run, err error) {
 	if status != api.TaskOK {
 		final = "TASK ERROR: " + status
 	}
-	if err := r.log.close(final); err != nil {
-		m.logger.Error("cannot write task log", "upid", r.str, "err", err)
-	}
+	r.log.closeWith(final)
 
 	t := r.task
 	t.Status = api.TaskStopped
 	t.EndTime = max(m.now().Unix(), t.StartTime)
 	t.ExitStatus = status
 	r.final = t
-	// Waiters are released before the index entry is written (with an
-	// fsync): until then Get answers from memory. A crash in between
-	// leaves the entry "running", which Recover repairs.
+	// Waiters are released before the log is synced and the index entry
+	// written (with an fsync): until then Get answers from memory. A crash
+	// in between leaves a log without an index entry, which Recover indexes
+	// with the status of the log's final line (or "unexpected status" if
+	// that line was lost).
 	r.cancel(nil)
 	r.log.markDone()
 	close(r.done)
+	if err := r.log.syncClose(); err != nil {
+		m.logger.Error("cannot write task log", "upid", r.str, "err", err)
+	}
 	if _, err := store.PutJSON(context.Background(), m.st, r.key, t, store.Cond{}); err != nil {
-		// The entry stays "running" until Recover repairs it.
+		// The task stays unindexed until Recover indexes its log.
 		m.logger.Error("cannot record end of task in index", "upid", r.str, "err", err)
 	}
+	close(r.indexed)
 
 	m.mu.Lock()
 	delete(m.running, r.str)
@@ -508,6 +523,9 @@ func (m *Manager) Stop(upid string) error {
 			m.logger.Info("task stop requested", "upid", upid)
 		}
 		return nil
+	} else if r != nil {
+		m.mu.Unlock()
+		return fmt.Errorf("stop task %s: %w", upid, ErrNotRunning)
 	}
 	m.mu.Unlock()
 	if _, _, err := store.GetJSON[api.Task](context.Background(), m.st, taskKey(u)); err != nil {
@@ -552,17 +570,53 @@ func (m *Manager) current(t api.Task) api.Task {
 	return t
 }
 
-// List returns the index entries f selects, newest first.
+// entry is one task of a listing with its index key.
+type entry struct {
+	key   string
+	value []byte    // the stored entry, or nil for a task only in memory
+	task  *api.Task // set for a task only in memory
+}
+
+// List returns the index entries f selects, newest first, including the
+// tasks running in this process, which get their index entry when they
+// end.
 func (m *Manager) List(ctx context.Context, f Filter) ([]api.Task, error) {
+	// Snapshot the tasks in memory before reading the index: a task leaves
+	// memory only after its index entry is written, so none is missed.
+	m.mu.Lock()
+	mem := make([]entry, 0, len(m.running))
+	for _, r := range m.running {
+		t := r.state()
+		mem = append(mem, entry{key: r.key, task: &t})
+	}
+	m.mu.Unlock()
 	objs, err := m.st.List(ctx, KeyPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list tasks: %w", err)
 	}
+	entries := make([]entry, 0, len(objs)+len(mem))
+	indexed := make(map[string]bool, len(objs))
+	for _, o := range objs {
+		entries = append(entries, entry{key: o.Key, value: o.Value})
+		indexed[o.Key] = true
+	}
+	unsorted := false
+	for _, e := range mem {
+		if !indexed[e.key] {
+			entries = append(entries, e)
+			unsorted = true
+		}
+	}
+	if unsorted {
+		sort.Slice(entries, func(i, j int) bool { return entries[i].key < entries[j].key })
+	}
 	out := []api.Task{}
-	for i := len(objs) - 1; i >= 0; i-- {
+	for i := len(entries) - 1; i >= 0; i-- {
 		var t api.Task
-		if err := json.Unmarshal(objs[i].Value, &t); err != nil {
-			return nil, fmt.Errorf("list tasks: decode %s: %w", objs[i].Key, err)
+		if e := entries[i]; e.task != nil {
+			t = *e.task
+		} else if err := json.Unmarshal(e.value, &t); err != nil {
+			return nil, fmt.Errorf("list tasks: decode %s: %w", e.key, err)
 		}
 		if t.Status == api.TaskRunning {
 			t = m.current(t)
@@ -814,7 +868,134 @@ func (m *Manager) Recover(ctx context.Context) (int, error) {
 		m.logger.Warn("task was running when the daemon stopped; marked as failed", "upid", t.UPID)
 		n++
 	}
+	indexed := make(map[string]bool, len(objs))
+	for _, o := range objs {
+		indexed[o.Key] = true
+	}
+	k, err := m.recoverLogs(ctx, indexed)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	return n + k, errors.Join(errs...)
+}
+
+// recoverLogs indexes the task logs that have no index entry: tasks that
+// were running when the daemon stopped (a task's entry is written when it
+// ends) or whose final entry was not written yet. A log ending in the
+// final line "TASK OK" or "TASK ERROR: ..." gives the exit status; any
+// other gets the final line "TASK ERROR: unexpected status" and that
+// status. The end time is the log's modification time.
+func (m *Manager) recoverLogs(ctx context.Context, indexed map[string]bool) (int, error) {
+	dirs, err := os.ReadDir(m.logDir)
+	if err != nil {
+		return 0, fmt.Errorf("recover tasks: read log directory: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, d := range dirs {
+		if !d.IsDir() {
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(m.logDir, d.Name()))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("recover tasks: %w", err))
+			continue
+		}
+		for _, f := range files {
+			if err := ctx.Err(); err != nil {
+				return n, fmt.Errorf("recover tasks: %w", err)
+			}
+			u, err := ParseUPID(f.Name())
+			if err != nil || !f.Type().IsRegular() || m.logPath(u) != filepath.Join(m.logDir, d.Name(), f.Name()) {
+				continue // not a task log
+			}
+			key := taskKey(u)
+			if indexed[key] || m.lookup(u.String()) != nil {
+				continue
+			}
+			t, err := m.indexLog(ctx, u, key)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("recover task %s: %w", u, err))
+				continue
+			}
+			if t.ExitStatus == api.TaskUnexpected {
+				m.logger.Warn("task was running when the daemon stopped; marked as failed", "upid", t.UPID)
+			} else {
+				m.logger.Warn("task had ended but was not indexed; indexed from its log", "upid", t.UPID, "exitstatus", t.ExitStatus)
+			}
+			n++
+		}
+	}
 	return n, errors.Join(errs...)
+}
+
+// indexLog writes the index entry of the task whose log has none.
+func (m *Manager) indexLog(ctx context.Context, u UPID, key string) (api.Task, error) {
+	t := runningTask(u)
+	t.Status = api.TaskStopped
+	path := m.logPath(u)
+	status, mtime, err := finalStatus(path)
+	if err != nil {
+		return t, err
+	}
+	if status == "" {
+		status = api.TaskUnexpected
+		if mtime, err = m.appendUnexpected(u); err != nil {
+			return t, fmt.Errorf("append to log: %w", err)
+		}
+	}
+	end := m.now().Unix()
+	if !mtime.IsZero() {
+		end = mtime.Unix()
+	}
+	t.EndTime = max(end, t.StartTime)
+	t.ExitStatus = status
+	if _, err := store.PutJSON(ctx, m.st, key, t, store.Cond{Create: true}); err != nil {
+		return t, fmt.Errorf("record in task index: %w", err)
+	}
+	return t, nil
+}
+
+// maxFinalLine bounds the tail read for a log's final line.
+const maxFinalLine = 8192
+
+// finalStatus returns the exit status named by a log's final line ("" if
+// the log does not end in one) and the log's modification time.
+func finalStatus(path string) (string, time.Time, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("open log: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("stat log: %w", err)
+	}
+	size := fi.Size()
+	if size == 0 {
+		return "", time.Time{}, nil
+	}
+	n := min(size, maxFinalLine)
+	tail := make([]byte, n)
+	if _, err := f.ReadAt(tail, size-n); err != nil {
+		return "", time.Time{}, fmt.Errorf("read log: %w", err)
+	}
+	if tail[n-1] != '\n' {
+		return "", fi.ModTime(), nil
+	}
+	tail = tail[:n-1]
+	i := bytes.LastIndexByte(tail, '\n')
+	if i < 0 && n < size {
+		return "", fi.ModTime(), nil // final line longer than the tail read
+	}
+	last := string(tail[i+1:])
+	switch {
+	case last == "TASK OK":
+		return api.TaskOK, fi.ModTime(), nil
+	case strings.HasPrefix(last, "TASK ERROR: ") && len(last) > len("TASK ERROR: "):
+		return strings.TrimPrefix(last, "TASK ERROR: "), fi.ModTime(), nil
+	}
+	return "", fi.ModTime(), nil
 }
 
 // appendUnexpected appends the final line of a crashed task to its log,
@@ -869,12 +1050,22 @@ func (m *Manager) Prune(ctx context.Context) error {
 	m.pruneMu.Lock()
 	defer m.pruneMu.Unlock()
 	now := m.now()
+	// Tasks that ended are about to get their index entry: wait for it,
+	// so that they are pruned like the others.
+	for _, ch := range m.indexing() {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("prune tasks: %w", ctx.Err())
+		}
+	}
 	objs, err := m.st.List(ctx, KeyPrefix)
 	if err != nil {
 		return fmt.Errorf("prune tasks: %w", err)
 	}
 	cutoff := now.Add(-m.opts.MaxAge).Unix()
-	excess := len(objs) - m.opts.MaxCount
+	// Running tasks have no index entry yet but count.
+	excess := len(objs) + m.unindexed(objs) - m.opts.MaxCount
 	removed := 0
 	var errs []error
 	for _, o := range objs { // oldest first
@@ -906,14 +1097,46 @@ func (m *Manager) Prune(ctx context.Context) error {
 			}
 		}
 	}
+	unindexed := m.unindexed(objs)
 	m.mu.Lock()
-	m.count = len(objs) - removed
+	m.count = len(objs) + unindexed - removed
 	m.lastPrune = now
 	m.mu.Unlock()
 	if removed > 0 {
 		m.logger.Info("pruned task index", "removed", removed, "kept", len(objs)-removed)
 	}
 	return errors.Join(errs...)
+}
+
+// indexing returns the indexed channels of the tasks that ended but may
+// not have their final index entry yet.
+func (m *Manager) indexing() []<-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []<-chan struct{}
+	for _, r := range m.running {
+		if r.ended {
+			out = append(out, r.indexed)
+		}
+	}
+	return out
+}
+
+// unindexed returns how many tasks of this process have no entry in objs.
+func (m *Manager) unindexed(objs []store.Object) int {
+	keys := make(map[string]bool, len(objs))
+	for _, o := range objs {
+		keys[o.Key] = true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, r := range m.running {
+		if !keys[r.key] {
+			n++
+		}
+	}
+	return n
 }
 
 // Shutdown stops accepting tasks (Start then fails with ErrShuttingDown)

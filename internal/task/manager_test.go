@@ -723,6 +723,9 @@ func TestRecover(t *testing.T) {
 	if _, err := m1.Wait(context.Background(), done.String()); err != nil {
 		t.Fatal(err)
 	}
+	// Wait writes the finished task's index entry after Wait returns; let
+	// it land before the crash (TestRecoverFromLogs covers a crash before).
+	waitIndexed(t, st1, done)
 	<-logged
 	// Crash: the store goes away without Shutdown.
 	if err := st1.Close(); err != nil {
@@ -825,6 +828,94 @@ func TestRecover(t *testing.T) {
 		t.Errorf("second Recover = %d, %v; want 0, nil", n, err)
 	}
 	check(partial.String(), mtime.Unix(), []string{"dumping", "half a li", "TASK ERROR: unexpected status"})
+}
+
+// waitIndexed waits until the task has its final index entry.
+func waitIndexed(t *testing.T, st store.Store, u task.UPID) {
+	t.Helper()
+	key := fmt.Sprintf("tasks/%016X-%s", u.StartTime, u.String())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tk, _, err := store.GetJSON[api.Task](context.Background(), st, key)
+		if err == nil && tk.Status == api.TaskStopped {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s not indexed as stopped after 10s: %+v, %v", u, tk, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestRecoverFromLogs covers crashes while a task has a log but no index
+// entry: a task's entry is written only when it ends, after its waiters
+// were released.
+func TestRecoverFromLogs(t *testing.T) {
+	e := newEnv(t, task.Options{Now: func() time.Time { return time.Unix(1_800_000_000, 0) }})
+	mtime := time.Unix(1_600_000_100, 0)
+	mk := func(sec int64, content string) task.UPID {
+		u := task.UPID{Node: "pve1", PID: 99, PStart: 1234, StartTime: 1_600_000_000 + sec, Type: "vzstart", ID: "1000", User: "root@pam"}
+		p := logFile(e.logDir, u)
+		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	tests := []struct {
+		name       string
+		u          task.UPID
+		wantStatus string
+		wantEnd    int64
+		wantLog    []string
+	}{
+		{"crash between start and end", mk(0, "starting\n"), api.TaskUnexpected, mtime.Unix(),
+			[]string{"starting", "TASK ERROR: unexpected status"}},
+		{"crash right after the log was created", mk(1, ""), api.TaskUnexpected, 1_800_000_000,
+			[]string{"TASK ERROR: unexpected status"}},
+		{"crash in a partial line", mk(2, "starting\nhal"), api.TaskUnexpected, mtime.Unix(),
+			[]string{"starting", "hal", "TASK ERROR: unexpected status"}},
+		{"crash after the end, before the index write", mk(3, "starting\nTASK OK\n"), api.TaskOK, mtime.Unix(),
+			[]string{"starting", "TASK OK"}},
+		{"failed task, crash before the index write", mk(4, "TASK ERROR: no such device\n"), "no such device", mtime.Unix(),
+			[]string{"TASK ERROR: no such device"}},
+	}
+	// A file in the log directory that is not a task log is left alone.
+	if err := os.WriteFile(filepath.Join(e.logDir, "README"), []byte("x"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	n, err := e.m.Recover(ctx)
+	if err != nil {
+		t.Fatalf("Recover: %v", err)
+	}
+	if n != len(tests) {
+		t.Errorf("Recover repaired %d tasks, want %d", n, len(tests))
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			key := fmt.Sprintf("tasks/%016X-%s", tc.u.StartTime, tc.u.String())
+			tk, _, err := store.GetJSON[api.Task](ctx, e.st, key)
+			if err != nil {
+				t.Fatalf("index entry: %v", err)
+			}
+			if tk.Status != api.TaskStopped || tk.ExitStatus != tc.wantStatus || tk.EndTime != tc.wantEnd {
+				t.Errorf("entry %+v, want stopped, exit status %q, end %d", tk, tc.wantStatus, tc.wantEnd)
+			}
+			if diff := cmp.Diff(tc.wantLog, e.logLines(t, tc.u.String())); diff != "" {
+				t.Errorf("log mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// Idempotent.
+	if n, err := e.m.Recover(ctx); err != nil || n != 0 {
+		t.Errorf("second Recover = %d, %v; want 0, nil", n, err)
+	}
 }
 
 func TestRecoverSkipsOwnRunningTasks(t *testing.T) {
