@@ -11,6 +11,11 @@ const (
 	TaskUnexpected = "unexpected status"
 )
 
+// TaskTrailer is the HTTP trailer of a followed task log stream
+// (GET /tasks/{upid}/log?follow=1) that holds the task's final entry as
+// JSON, once the stream ended because the task did.
+const TaskTrailer = "Berth-Task"
+
 // Task is one entry of the task index.
 type Task struct {
 	UPID      string `json:"upid"`

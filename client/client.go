@@ -229,13 +229,20 @@ func (c *Client) TaskLog(ctx context.Context, upid string, start, limit int) (ap
 // FollowTaskLog streams a task's log from line start, calling emit for each
 // line, until the task ends or ctx is cancelled.
 func (c *Client) FollowTaskLog(ctx context.Context, upid string, start int, emit func(string)) error {
+	_, err := c.followTaskLog(ctx, upid, start, emit)
+	return err
+}
+
+// followTaskLog is FollowTaskLog that also returns the task's final entry
+// from the stream's trailer, or nil if the daemon sent none.
+func (c *Client) followTaskLog(ctx context.Context, upid string, start int, emit func(string)) (*api.Task, error) {
 	resp, err := c.send(ctx, "GET", fmt.Sprintf("/api/v1/tasks/%s/log?follow=1&start=%d", url.PathEscape(upid), start), nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if err := checkStatus(resp); err != nil {
-		return err
+		return nil, err
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
@@ -243,19 +250,34 @@ func (c *Client) FollowTaskLog(ctx context.Context, upid string, start int, emit
 		emit(sc.Text())
 	}
 	if err := sc.Err(); err != nil && ctx.Err() == nil {
-		return fmt.Errorf("follow task log: %w", err)
+		return nil, fmt.Errorf("follow task log: %w", err)
 	}
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// The trailer is set once the body was read to its end.
+	if v := resp.Trailer.Get(api.TaskTrailer); v != "" {
+		var t api.Task
+		if json.Unmarshal([]byte(v), &t) == nil && t.UPID == upid && t.Status != api.TaskRunning {
+			return &t, nil
+		}
+	}
+	return nil, nil
 }
 
 // WaitTask follows the log (when emit is not nil) and returns the final
-// status.
+// status: from the log stream's trailer, or, from a daemon that sends
+// none, by polling the task.
 func (c *Client) WaitTask(ctx context.Context, upid string, emit func(string)) (api.Task, error) {
 	if emit == nil {
 		emit = func(string) {}
 	}
-	if err := c.FollowTaskLog(ctx, upid, 0, emit); err != nil {
+	final, err := c.followTaskLog(ctx, upid, 0, emit)
+	if err != nil {
 		return api.Task{}, err
+	}
+	if final != nil {
+		return *final, nil
 	}
 	for {
 		t, err := c.Task(ctx, upid)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"time"
@@ -105,6 +106,7 @@ func (sv *Services) taskLog(w http.ResponseWriter, r *Request) error {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Trailer", wire.TaskTrailer)
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriter(w)
 	fl, _ := w.(http.Flusher)
@@ -120,8 +122,18 @@ func (sv *Services) taskLog(w http.ResponseWriter, r *Request) error {
 		}
 		return nil
 	})
-	if err != nil && !IsClientGone(err) {
-		sv.Log.Warn("follow task log", "upid", upid, "err", err)
+	if err != nil {
+		if !IsClientGone(err) {
+			sv.Log.Warn("follow task log", "upid", upid, "err", err)
+		}
+		return nil // headers are sent; nothing more can be reported
 	}
-	return nil // headers are sent; nothing more can be reported
+	// The stream ended with the task: its final entry goes in the trailer,
+	// so a client waiting for the task needs no further request.
+	if t, err := sv.Tasks.Get(r.Context(), upid); err == nil && t.Status != wire.TaskRunning {
+		if b, err := json.Marshal(t); err == nil {
+			w.Header().Set(wire.TaskTrailer, string(b))
+		}
+	}
+	return nil
 }

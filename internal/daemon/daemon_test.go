@@ -493,6 +493,14 @@ func TestDaemonTaskLogFollow(t *testing.T) {
 	if !slices.ContainsFunc(lines, func(s string) bool { return strings.Contains(s, "fake: 100 is up") }) {
 		t.Errorf("stream lacks the line written after it started: %q", lines)
 	}
+	// The stream's trailer holds the task's final entry, so a waiting
+	// client needs no further request.
+	var final wire.Task
+	if err := json.Unmarshal([]byte(resp.Trailer.Get(wire.TaskTrailer)), &final); err != nil {
+		t.Errorf("trailer %s %q: %v", wire.TaskTrailer, resp.Trailer.Get(wire.TaskTrailer), err)
+	} else if final.UPID != acc.UPID || final.Status != wire.TaskStopped || final.ExitStatus != wire.TaskOK {
+		t.Errorf("trailer task %+v, want %s stopped OK", final, acc.UPID)
+	}
 
 	// The stored log, page-wise, has the same lines.
 	lg := data[wire.TaskLog](t, e.call(t, "GET", "/api/v1/tasks/"+acc.UPID+"/log", nil, bearer(auditor)), 200)
