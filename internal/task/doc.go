@@ -1,13 +1,13 @@
 // Package task runs berth's long-running operations (starting guests,
 // backups, package updates, …) as tasks in the Proxmox style: every task
 // gets a UPID, a plain-text log file ending in "TASK OK" or
-// "TASK ERROR: <message>", and an entry in the task index kept in the
-// store, so clients can list tasks, read or follow their logs, wait for
-// them and stop them.
+// "TASK ERROR: <message>", and, once it ends, an entry in the task index
+// kept in the store (running tasks are answered from memory), so clients
+// can list tasks, read or follow their logs, wait for them and stop them.
 //
-// The Manager also keeps the index sound across restarts: Recover marks
-// the tasks a crashed daemon left "running" as failed with "unexpected
-// status", Prune enforces the retention limits, and Shutdown lets running
+// The Manager also keeps the index sound across restarts: Recover indexes
+// the logs a crashed daemon left without an entry (as failed with
+// "unexpected status" unless the log ends with the task's final line), Prune enforces the retention limits, and Shutdown lets running
 // tasks finish (or cancels them) so a graceful stop leaves nothing
 // running.
 //

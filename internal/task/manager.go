@@ -249,8 +249,9 @@ func (m *Manager) lookup(upid string) *run {
 // errCollision means the UPID chosen is already taken.
 var errCollision = errors.New("UPID already in use")
 
-// Start records a new task in the index as running, durably, and then runs
-// fn in its own goroutine, returning the task's UPID.
+// Start creates the task's log file, which records the task until its index
+// entry is written at its end, and then runs fn in its own goroutine,
+// returning the task's UPID. It writes nothing to the store.
 //
 // UPIDs are unique: a UPID's node, PID and process start time identify
 // this process, and within it the start time of tasks with the same type,
@@ -832,8 +833,10 @@ func (m *Manager) Wait(ctx context.Context, upid string) (api.Task, error) {
 // starting any task: every entry still "running" that is not running in
 // this process is marked stopped with exit status "unexpected status" and
 // an end time taken from its log's last modification (or now), and the log
-// gets the final line "TASK ERROR: unexpected status". It returns how many
-// entries it repaired and joins the errors of those it could not.
+// gets the final line "TASK ERROR: unexpected status". Every task log
+// without an index entry (a task's entry is written when it ends) gets one
+// (see recoverLogs). It returns how many entries it repaired or added and
+// joins the errors of those it could not.
 func (m *Manager) Recover(ctx context.Context) (int, error) {
 	objs, err := m.st.List(ctx, KeyPrefix)
 	if err != nil {
@@ -898,7 +901,7 @@ func (m *Manager) recoverLogs(ctx context.Context, indexed map[string]bool) (int
 		}
 		files, err := os.ReadDir(filepath.Join(m.logDir, d.Name()))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("recover tasks: %w", err))
+			m.logger.Warn("cannot read task log directory; its unindexed tasks stay unlisted", "err", err)
 			continue
 		}
 		for _, f := range files {
@@ -934,14 +937,16 @@ func (m *Manager) indexLog(ctx context.Context, u UPID, key string) (api.Task, e
 	t := runningTask(u)
 	t.Status = api.TaskStopped
 	path := m.logPath(u)
+	// Like an index entry's log, an unreadable log does not stop the
+	// daemon from starting: the task is recorded as crashed.
 	status, mtime, err := finalStatus(path)
 	if err != nil {
-		return t, err
+		m.logger.Warn("cannot read log of unindexed task", "upid", t.UPID, "err", err)
 	}
 	if status == "" {
 		status = api.TaskUnexpected
 		if mtime, err = m.appendUnexpected(u); err != nil {
-			return t, fmt.Errorf("append to log: %w", err)
+			m.logger.Warn("cannot append to log of crashed task", "upid", t.UPID, "err", err)
 		}
 	}
 	end := m.now().Unix()
