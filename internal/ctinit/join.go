@@ -284,17 +284,19 @@ func confine(p *program, ksm string) {
 		p.tolerate(unix.EINVAL, 0)
 	}
 	p.call("set no_new_privs", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-	filter := seccomp.Program()
-	fprog := &unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
-	p.keep = append(p.keep, filter)
-	p.call("install the seccomp filter", unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, p.ptr(fprog, unsafe.Pointer(fprog)))
+	installFilter(p, "install the seccomp filter", seccomp.Program())
 	if ksm == "off" {
-		nm := seccomp.NoMergeProgram()
-		nprog := &unix.SockFprog{Len: uint16(len(nm)), Filter: &nm[0]}
-		p.keep = append(p.keep, nm)
-		p.call("install the no-merge seccomp filter (ksm=0)", unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, p.ptr(nprog, unsafe.Pointer(nprog)))
+		installFilter(p, "install the no-merge seccomp filter (ksm=0)", seccomp.NoMergeProgram())
 	}
 	p.call("clear the signal mask", unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(p.buf(8)), 0, 8)
+}
+
+// installFilter adds a step that loads filter as a seccomp filter; the
+// program keeps the filter alive until the child has run.
+func installFilter(p *program, name string, filter []unix.SockFilter) {
+	fprog := &unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	p.keep = append(p.keep, filter)
+	p.call(name, unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, p.ptr(fprog, unsafe.Pointer(fprog)))
 }
 
 // StartTime returns field 22 of /proc/PID/stat: the process's start time in
