@@ -33,174 +33,353 @@ var (
 	readOnly   = []string{"proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus", "proc/fs"}
 )
 
-// Init is a new container's first process while the daemon sets the
-// container up around it.
+// Init is a new container's init, running.
 type Init struct {
-	// PID is the process on the host; PidFD refers to it.
+	// PID is the process on the host (a child of the calling daemon
+	// thread's process); PidFD refers to it.
 	PID, PidFD int
-	sock       int
-	p          *program
 }
 
-// StartInit forks the container's first process into new mount, PID,
-// UTS, IPC and network namespaces (and a new user namespace mapping
-// spec.IDBase, unless privileged), with the raw technique of Join: the
-// child runs a program of raw system calls prepared here. Its first step
-// waits for Run to hand over the root file system, so the daemon can put
-// it into its cgroups, id-map the image against its user namespace and
-// move NICs into its network namespace first. The child then makes the
-// cgroups it was put in the root of a new cgroup namespace, attaches the
-// root, mounts /proc, /sys and a minimal /dev with masked and read-only
-// paths, sets the hostname, brings the links up and configures addresses
-// (with spec.IPTool, before the root switch), pivots into the root and
-// detaches the host's mounts, drops capabilities, installs the seccomp
-// filter and executes init. Call Close when done, Kill on failure.
+// StartInit starts a container's init and returns once init was executed
+// (or with the setup step that failed). No process is forked with a copy
+// of the daemon's memory: like os/exec, the calling thread vforks a child
+// that shares the daemon's memory and runs a program of raw system calls
+// prepared here (see program); the thread is suspended until the child
+// exits. The child joins the container's cgroups (spec.CgroupProcs) while
+// still the host's root, enters the container's user namespace
+// (spec.UserNS, unless privileged) and becomes its root, enters
+// spec.NetNS (or makes a new network namespace), unshares new mount, UTS,
+// IPC, cgroup and PID namespaces and spawns init with CLONE_VM |
+// CLONE_VFORK | CLONE_PARENT: init is PID 1 of the new PID namespace and
+// a child of the daemon, and the intermediate child exits as soon as init
+// executed. Init's program attaches the root (spec.RootFS), mounts /proc,
+// /sys and a minimal /dev with masked and read-only paths, sets the
+// hostname, brings the links up and configures addresses (with
+// spec.IPTool, before the root switch), pivots into the root, detaches
+// the host's mounts, drops capabilities, installs the seccomp filter and
+// executes init. Nothing in the program waits for the daemon, which is
+// what makes the vfork safe.
 func StartInit(spec Spec) (*Init, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("socketpair: %w", err)
+	var rep [2]int
+	if err := unix.Pipe2(rep[:], unix.O_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("report pipe: %w", err)
 	}
-	defer unix.Close(fds[1])
-	p, err := initProgram(spec, fds[1])
+	defer unix.Close(rep[0])
+	p, h, err := initProgram(spec, rep[1])
 	if err != nil {
-		unix.Close(fds[0])
+		unix.Close(rep[1])
 		return nil, err
 	}
-	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET)
-	if !spec.Privileged {
-		flags |= unix.CLONE_NEWUSER
-	}
 	runtime.LockOSThread()
-	pid, pidfd, err := p.start(flags, false)
+	cpid, cpidfd, err := p.start(0, true)
 	runtime.UnlockOSThread()
+	unix.Close(rep[1])
 	if err != nil {
-		unix.Close(fds[0])
 		return nil, fmt.Errorf("start container init: %w", err)
 	}
-	in := &Init{PID: pid, PidFD: pidfd, sock: fds[0], p: p}
-	if !spec.Privileged {
-		m := fmt.Sprintf("0 %d %d\n", spec.IDBase, spec.IDSize)
-		for _, f := range []string{"uid_map", "gid_map"} {
-			if err := os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, f), []byte(m), 0); err != nil {
-				in.Kill()
-				return nil, fmt.Errorf("write the container's %s: %w", f, err)
-			}
+	unix.Close(cpidfd)
+	// The intermediate child has exited (the vfork returned): reap it.
+	var ws unix.WaitStatus
+	for {
+		if _, err := unix.Wait4(cpid, &ws, 0, nil); err != unix.EINTR {
+			break
 		}
 	}
+	pid := int(h.pid)
+	setupErr := p.readReport(rep[0])
+	runtime.KeepAlive(p) // the children ran on its memory
+	if pid <= 0 {
+		if setupErr == nil {
+			setupErr = fmt.Errorf("the setup process ended with wait status %#x", uint32(ws))
+		}
+		return nil, fmt.Errorf("container setup failed: %w", setupErr)
+	}
+	in := &Init{PID: pid, PidFD: -1}
+	if setupErr != nil {
+		in.Kill()
+		return nil, fmt.Errorf("container setup failed: %w", setupErr)
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		in.Kill()
+		return nil, fmt.Errorf("pidfd of container init %d: %w", pid, err)
+	}
+	in.PidFD = fd
 	return in, nil
 }
 
-// Run hands the root mount fd to the waiting child and returns once it
-// executed init, or with the step that failed.
-func (in *Init) Run(rootFD int) error {
-	if err := unix.Sendmsg(in.sock, []byte{1}, unix.UnixRights(rootFD), nil, 0); err != nil {
-		return fmt.Errorf("send the root file system to the container's init: %w", err)
-	}
-	if err := in.p.readReport(in.sock); err != nil {
-		// The child is exiting; the caller kills and reaps it (Kill),
-		// which keeps its memory alive until then.
-		return fmt.Errorf("container setup failed: %w", err)
-	}
-	// End of file: the child executed init (close-on-exec descriptors
-	// close after execve switched to the new program's memory).
-	runtime.KeepAlive(in.p)
-	return nil
-}
-
-// Kill kills the child and reaps it; it also closes like Close.
+// Kill kills init and reaps it; it closes PidFD.
 func (in *Init) Kill() {
-	_ = unix.PidfdSendSignal(in.PidFD, unix.SIGKILL, nil, 0)
+	if in.PidFD >= 0 {
+		_ = unix.PidfdSendSignal(in.PidFD, unix.SIGKILL, nil, 0)
+	} else {
+		_ = unix.Kill(in.PID, unix.SIGKILL)
+	}
 	var ws unix.WaitStatus
 	_, _ = unix.Wait4(in.PID, &ws, 0, nil)
-	runtime.KeepAlive(in.p) // the child ran on it until it died
-	in.Close()
-}
-
-// Close releases the setup socket. The pidfd stays open for the caller.
-func (in *Init) Close() {
-	if in.sock >= 0 {
-		unix.Close(in.sock)
-		in.sock = -1
+	if in.PidFD >= 0 {
+		unix.Close(in.PidFD)
+		in.PidFD = -1
 	}
 }
 
 // atFDCWD is AT_FDCWD as a system call argument.
 const atFDCWD = ^uintptr(99) // -100
 
-// initProgram builds the init child's steps; sock is its end of the
-// setup socket.
-func initProgram(spec Spec, sock int) (*program, error) {
-	p := &program{}
-	keep := []int{sock, spec.Console, spec.Null}
+// initProgram builds the intermediate child's steps (p) and init's (the
+// child it spawns, whose PID lands in h.pid); rep is the report pipe's
+// write end.
+func initProgram(spec Spec, rep int) (p *program, h *spawnPlan, err error) {
+	p = newProgram()
+	keep := []int{rep, spec.Console, spec.Null, spec.RootFS}
 	if spec.Self >= 0 {
 		keep = append(keep, spec.Self)
 	}
+	if !spec.Privileged {
+		keep = append(keep, spec.UserNS)
+	}
+	if spec.NetNS >= 0 {
+		keep = append(keep, spec.NetNS)
+	}
+	keep = append(keep, spec.CgroupProcs...)
 	in := p.useFDs(keep...)
 	p.report = in[0]
-	p.call("set up standard descriptors", unix.SYS_DUP3, in[2], 0, 0)
-	p.call("set up standard descriptors", unix.SYS_DUP3, in[1], 1, 0)
-	p.call("set up standard descriptors", unix.SYS_DUP3, in[1], 2, 0)
-	p.call("new session", unix.SYS_SETSID)
-	p.call("parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL))
+	console, null, root, self := in[1], in[2], in[3], noFD
+	next := 4
+	if spec.Self >= 0 {
+		self = in[next]
+		next++
+	}
+	one := p.cstr("0")
+	for _, fd := range in[len(in)-len(spec.CgroupProcs):] {
+		p.call("join the container's cgroups", unix.SYS_WRITE, fd, one, 1)
+		p.call("join the container's cgroups", unix.SYS_CLOSE, fd)
+	}
+	if !spec.Privileged {
+		p.call("enter the container's user namespace", unix.SYS_SETNS, in[next], unix.CLONE_NEWUSER)
+		p.call("close the user namespace descriptor", unix.SYS_CLOSE, in[next])
+		next++
+		confineCreds(p)
+	}
+	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWCGROUP | unix.CLONE_NEWPID)
+	if spec.NetNS >= 0 {
+		p.call("enter the container's network namespace", unix.SYS_SETNS, in[next], unix.CLONE_NEWNET)
+		p.call("close the network namespace descriptor", unix.SYS_CLOSE, in[next])
+	} else {
+		flags |= unix.CLONE_NEWNET
+	}
+	// The cgroups just joined become the root of the new cgroup
+	// namespace.
+	p.call("create the container's namespaces", unix.SYS_UNSHARE, flags)
 
-	// Wait for the root file system (and with it the go-ahead).
-	iov := &unix.Iovec{Base: (*byte)(p.buf(16)), Len: 16}
-	p.keep = append(p.keep, iov)
-	ctl := p.buf(unix.CmsgSpace(4))
-	fdSlot := unsafe.Add(ctl, unix.CmsgLen(0))
-	*(*int32)(fdSlot) = -1
-	msg := &unix.Msghdr{Iov: iov, Iovlen: 1, Control: (*byte)(ctl), Controllen: uint64(unix.CmsgSpace(4))}
-	p.special("receive the root file system", kRecvFD, fdSlot, in[0], p.ptr(msg, unsafe.Pointer(msg)))
-
-	confineCreds(p)
-	p.call("parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL))
-	// The daemon has put this process into the container's cgroups: make
-	// them the root of its view.
-	p.call("new cgroup namespace", unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP)
-	p.mount("make mounts private", "", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
-	p.call("attach root file system "+spec.Root, unix.SYS_MOVE_MOUNT, 0, p.cstr(""), atFDCWD, p.cstr("/tmp"), unix.MOVE_MOUNT_F_EMPTY_PATH)
-	p.onReg(0)
+	c := p.child()
+	c.call("set up standard descriptors", unix.SYS_DUP3, null, 0, 0)
+	c.call("set up standard descriptors", unix.SYS_DUP3, console, 1, 0)
+	c.call("set up standard descriptors", unix.SYS_DUP3, console, 2, 0)
+	c.call("new session", unix.SYS_SETSID)
+	// Die with the daemon thread while the setup runs.
+	c.call("parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL))
+	c.mount("make mounts private", "", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
+	c.call("attach root file system "+spec.Root, unix.SYS_MOVE_MOUNT, root, c.cstr(""), atFDCWD, c.cstr("/tmp"), unix.MOVE_MOUNT_F_EMPTY_PATH)
 	// Work relative to the new root from here on: its host path may not
 	// be searchable by the guest's ids.
-	p.call("enter root file system", unix.SYS_FCHDIR, 0)
-	p.onReg(0)
-	p.call("close root file system descriptor", unix.SYS_CLOSE, 0)
-	p.onReg(0)
-	mountSpecial(p)
+	c.call("enter root file system", unix.SYS_FCHDIR, root)
+	c.call("close root file system descriptor", unix.SYS_CLOSE, root)
+	mountSpecial(c)
 	host := append([]byte(spec.Hostname), 0)
-	p.keep = append(p.keep, host)
-	p.call("set hostname", unix.SYS_SETHOSTNAME, uintptr(unsafe.Pointer(&host[0])), uintptr(len(spec.Hostname)))
-	if err := setupNet(p, spec); err != nil {
-		return nil, err
+	c.keep = append(c.keep, host)
+	c.call("set hostname", unix.SYS_SETHOSTNAME, uintptr(unsafe.Pointer(&host[0])), uintptr(len(spec.Hostname)))
+	if err := setupNet(c, spec); err != nil {
+		return nil, nil, err
 	}
-	p.call("pivot_root", unix.SYS_PIVOT_ROOT, p.cstr("."), p.cstr("."))
-	p.call("detach the host's mounts", unix.SYS_UMOUNT2, p.cstr("."), unix.MNT_DETACH)
-	p.call("change to /", unix.SYS_CHDIR, p.cstr("/"))
-	p.call("clear parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, 0)
-	confine(p, spec.KSM)
+	c.call("pivot_root", unix.SYS_PIVOT_ROOT, c.cstr("."), c.cstr("."))
+	c.call("detach the host's mounts", unix.SYS_UMOUNT2, c.cstr("."), unix.MNT_DETACH)
+	c.call("change to /", unix.SYS_CHDIR, c.cstr("/"))
+	c.call("clear parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, 0)
+	confine(c, spec.KSM)
 
 	argv := spec.Init
 	if len(argv) == 0 {
 		argv = []string{"/sbin/init"}
 	}
 	env := append(append([]string(nil), DefaultEnv...), spec.Env...)
-	e, err := p.execPlan(candidates(argv[0], env), argv, env)
+	e, err := c.execPlan(candidates(argv[0], env), argv, env)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if len(spec.Init) == 0 && spec.Self >= 0 {
+	if len(spec.Init) == 0 && self != noFD {
 		// An image without an init (a debootstrap minbase): berth's
 		// own minimal init keeps the container up and reaps orphans.
-		e.fallbackFD = in[3]
+		e.fallbackFD = self
 		// It gets the report descriptor, to close once it handles
 		// signals (before, a shutdown signal would be lost).
-		if e.fallbackArgv, err = syscall.SlicePtrFromStrings([]string{"berth", MiniInitMode, strconv.Itoa(int(p.report))}); err != nil {
-			return nil, err
+		if e.fallbackArgv, err = syscall.SlicePtrFromStrings([]string{"berth", MiniInitMode, strconv.Itoa(int(c.report))}); err != nil {
+			return nil, nil, err
 		}
 	}
-	e.rep, e.step = p.report, len(p.steps)
-	p.special("execute init "+argv[0], kExec, unsafe.Pointer(e))
-	return p, nil
+	e.rep, e.step = c.report, uint32(len(*c.names))
+	c.special("execute init "+argv[0], kExec, unsafe.Pointer(e))
+
+	// Init is PID 1 of the new PID namespace and a child of the daemon
+	// (CLONE_PARENT); this process waits until it executed init (or
+	// failed) and exits.
+	h = p.spawn("start init", spawnFlags(spec.KSM)|unix.CLONE_PARENT, c)
+	p.call("exit", unix.SYS_EXIT_GROUP, 0)
+	return p, h, nil
+}
+
+// spawnFlags are the clone flags of a child that runs confine(ksm) and
+// executes a container's process: a vfork sharing the daemon's memory,
+// except for KSM "on". PR_SET_MEMORY_MERGE marks the memory (mm) itself,
+// which execve passes on to the new program's: set in a child sharing the
+// daemon's memory it would make the daemon and everything it starts
+// later mergeable. That child gets a copy of the memory instead.
+func spawnFlags(ksm string) uintptr {
+	if ksm == "on" {
+		return 0
+	}
+	return unix.CLONE_VM | unix.CLONE_VFORK
+}
+
+// NewUserNS makes a user namespace whose ids 0 to size-1 are host ids
+// base to base+size-1 and returns a descriptor of it. A short-lived child
+// creates it (a fork: the daemon writes the child's id maps while it
+// waits); the namespace lives on as long as the descriptor (and what
+// uses it) does.
+func NewUserNS(base, size int) (int, error) {
+	var sync [2]int
+	if err := unix.Pipe2(sync[:], unix.O_CLOEXEC); err != nil {
+		return -1, fmt.Errorf("pipe: %w", err)
+	}
+	defer unix.Close(sync[1])
+	p := newProgram()
+	in := p.useFDs(sync[0])
+	p.report = noFD
+	p.call("wait", unix.SYS_READ, in[0], uintptr(p.buf(1)), 1)
+	p.call("exit", unix.SYS_EXIT_GROUP, 0)
+	runtime.LockOSThread()
+	pid, pidfd, err := p.start(unix.CLONE_NEWUSER, false)
+	runtime.UnlockOSThread()
+	unix.Close(sync[0])
+	if err != nil {
+		return -1, fmt.Errorf("create a user namespace: %w", err)
+	}
+	defer func() {
+		unix.Close(sync[1])
+		sync[1] = -1
+		var ws unix.WaitStatus
+		for {
+			if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
+				break
+			}
+		}
+		unix.Close(pidfd)
+		runtime.KeepAlive(p)
+	}()
+	m := []byte(fmt.Sprintf("0 %d %d\n", base, size))
+	for _, f := range []string{"uid_map", "gid_map"} {
+		if err := writeFile(fmt.Sprintf("/proc/%d/%s", pid, f), m); err != nil {
+			return -1, fmt.Errorf("write the user namespace's %s: %w", f, err)
+		}
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open the new user namespace: %w", err)
+	}
+	return fd, nil
+}
+
+// NewNetNS makes a network namespace owned by the user namespace userns
+// (-1: the host's) and returns a descriptor of it, so that NICs can be
+// moved in before the container starts. A vforked child creates it and
+// passes it back over a socket.
+func NewNetNS(userns int) (int, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socketpair: %w", err)
+	}
+	defer unix.Close(fds[0])
+	p := newProgram()
+	keep := []int{fds[1]}
+	if userns >= 0 {
+		keep = append(keep, userns)
+	}
+	in := p.useFDs(keep...)
+	p.report = in[0]
+	if userns >= 0 {
+		p.call("enter the container's user namespace", unix.SYS_SETNS, in[1], unix.CLONE_NEWUSER)
+	}
+	p.call("create a network namespace", unix.SYS_UNSHARE, unix.CLONE_NEWNET)
+	p.call("open the network namespace", unix.SYS_OPENAT, atFDCWD, p.cstr("/proc/self/ns/net"), unix.O_RDONLY|unix.O_CLOEXEC).setReg = true
+	iov := &unix.Iovec{Base: (*byte)(p.buf(1)), Len: 1}
+	p.keep = append(p.keep, iov)
+	ctl := p.buf(unix.CmsgSpace(4))
+	h := (*unix.Cmsghdr)(ctl)
+	h.Level, h.Type = unix.SOL_SOCKET, unix.SCM_RIGHTS
+	h.SetLen(unix.CmsgLen(4))
+	p.special("pass the network namespace", kStoreReg, unsafe.Add(ctl, unix.CmsgLen(0)))
+	msg := &unix.Msghdr{Iov: iov, Iovlen: 1, Control: (*byte)(ctl), Controllen: uint64(unix.CmsgSpace(4))}
+	p.call("pass the network namespace", unix.SYS_SENDMSG, in[0], p.ptr(msg, unsafe.Pointer(msg)), 0)
+	p.call("exit", unix.SYS_EXIT_GROUP, 0)
+	runtime.LockOSThread()
+	pid, pidfd, err := p.start(0, true)
+	runtime.UnlockOSThread()
+	unix.Close(fds[1])
+	if err != nil {
+		return -1, fmt.Errorf("create a network namespace: %w", err)
+	}
+	unix.Close(pidfd)
+	var ws unix.WaitStatus
+	for {
+		if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
+			break
+		}
+	}
+	fd, err := recvFD(fds[0], p)
+	runtime.KeepAlive(p)
+	if err != nil {
+		return -1, fmt.Errorf("create a network namespace: %w (wait status %#x)", err, uint32(ws))
+	}
+	return fd, nil
+}
+
+// recvFD receives the descriptor a child of p passed on sock, or the
+// failure it reported there instead.
+func recvFD(sock int, p *program) (int, error) {
+	buf := make([]byte, 8)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
+	if err != nil {
+		return -1, fmt.Errorf("no descriptor came back: %w", err)
+	}
+	if oobn == 0 {
+		if n == len(buf) {
+			return -1, p.errorFor(*(*report)(unsafe.Pointer(&buf[0])))
+		}
+		return -1, fmt.Errorf("no descriptor came back")
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return -1, fmt.Errorf("bad control message (%v)", err)
+	}
+	got, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(got) != 1 {
+		return -1, fmt.Errorf("bad descriptor message (%v)", err)
+	}
+	return got[0], nil
+}
+
+// writeFile writes b to an existing file with one write(2).
+func writeFile(path string, b []byte) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	_, err = unix.Write(fd, b)
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // MiniInitMode is the hidden berth command that runs MiniInit.
@@ -284,7 +463,7 @@ func setupNet(p *program, spec Spec) error {
 		if err != nil {
 			return err
 		}
-		p.special("ip "+strings.Join(args, " ")+" (its output is in the console log)", kRunWait, unsafe.Pointer(e))
+		p.runWait("ip "+strings.Join(args, " ")+" (its output is in the console log)", e)
 		return nil
 	}
 	for _, n := range spec.Nets {

@@ -154,7 +154,7 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 		unix.Close(rep[1])
 		return 0, fmt.Errorf("join PID namespace: %w", err)
 	}
-	pid, pidfd, err := p.start(0, true)
+	pid, pidfd, err := p.start(0, spawnFlags(spec.KSM) != 0)
 	unix.Close(rep[1])
 	if err != nil {
 		return 0, fmt.Errorf("fork into container: %w", err)
@@ -191,7 +191,7 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 // the namespace descriptors (in joinOrder, named by nsNames) and the
 // report pipe's write end.
 func joinProgram(spec JoinSpec, fds []int, nsNames []string) (*program, error) {
-	p := &program{}
+	p := newProgram()
 	in := p.useFDs(fds...)
 	p.report = in[len(in)-1]
 	for i := 0; i < 3; i++ {

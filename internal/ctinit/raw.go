@@ -23,24 +23,48 @@ import (
 // or end-of-file once the final execve succeeded.
 type program struct {
 	steps []step
-	names []string // what each step does, for error messages
-	keep  []any    // memory the steps point to, kept alive and on the heap
+	// names say what each step does, for error messages, indexed by
+	// step.id; a program and the child programs it spawns share them.
+	names *[]string
+	keep  []any // memory the steps point to, kept alive and on the heap
 	// report is the descriptor (in the child) failures are written to.
 	report uintptr
 }
 
+// newProgram returns an empty program that reports on rep.
+func newProgram() *program { return &program{names: new([]string)} }
+
+// child returns an empty program for a process that p spawns (see
+// spawn): it shares p's step names and report descriptor, and p keeps
+// its memory alive.
+func (p *program) child() *program {
+	c := &program{names: p.names, report: p.report}
+	p.keep = append(p.keep, c)
+	return c
+}
+
+// named records name for a new step and returns the step's id.
+func (p *program) named(name string) uint32 {
+	*p.names = append(*p.names, name)
+	return uint32(len(*p.names) - 1)
+}
+
 // Kinds of step.
 const (
-	kCall    uint8 = iota // a system call
-	kRecvFD               // recvmsg a message carrying one descriptor into reg
-	kOr16                 // *(*uint16)(ptr) |= a[0]
-	kExec                 // the final execve, see execPlan
-	kRunWait              // fork, execve a helper tool (execPlan), wait: status 0
+	kCall     uint8 = iota // a system call
+	kRecvFD                // recvmsg a message carrying one descriptor into reg
+	kOr16                  // *(*uint16)(ptr) |= a[0]
+	kExec                  // the final execve, see execPlan
+	kRunWait               // fork, execve a helper tool (execPlan), wait: status 0
+	kSpawn                 // clone3 a child running another program (spawnPlan)
+	kStoreReg              // *(*int32)(ptr) = reg
 )
 
 // step is one action of a program.
 type step struct {
 	kind uint8
+	// id names the step in reports (program.names).
+	id uint32
 	// fdArg is the argument replaced by reg before the call, -1 for none.
 	fdArg int8
 	// setReg stores the call's result in reg.
@@ -69,7 +93,9 @@ type execPlan struct {
 	// rep, when not noFD, gets a report for step when no candidate
 	// could be executed, before the exit.
 	rep  uintptr
-	step int
+	step uint32
+	// run is the child of a kRunWait step (see program.runWait).
+	run spawnPlan
 }
 
 // noFD marks an unused descriptor field.
@@ -101,11 +127,10 @@ func (p *program) buf(n int) unsafe.Pointer {
 
 // special appends a step of a kind other than kCall.
 func (p *program) special(name string, kind uint8, ptr unsafe.Pointer, args ...uintptr) {
-	s := step{kind: kind, fdArg: -1, ptr: ptr}
+	s := step{kind: kind, fdArg: -1, ptr: ptr, id: p.named(name)}
 	copy(s.a[:], args)
 	p.keep = append(p.keep, ptr)
 	p.steps = append(p.steps, s)
-	p.names = append(p.names, name)
 }
 
 // ptr keeps v alive and returns its address.
@@ -116,10 +141,9 @@ func (p *program) ptr(v any, addr unsafe.Pointer) uintptr {
 
 // call appends a system call step.
 func (p *program) call(name string, trap uintptr, args ...uintptr) *step {
-	s := step{kind: kCall, fdArg: -1, trap: trap}
+	s := step{kind: kCall, fdArg: -1, trap: trap, id: p.named(name)}
 	copy(s.a[:], args)
 	p.steps = append(p.steps, s)
-	p.names = append(p.names, name)
 	return &p.steps[len(p.steps)-1]
 }
 
@@ -169,6 +193,20 @@ func (p *program) mount(name, src, dst, fstype string, flags uintptr, data strin
 	p.call(name, unix.SYS_MOUNT, s, p.cstr(dst), f, flags, d)
 }
 
+// runWait appends a step that runs e in a child and waits for it: exit
+// status 0 or the step fails. The child shares the memory (a vfork:
+// nothing is copied, the caller waits until it executed e) and clears
+// the signal mask first.
+func (p *program) runWait(name string, e *execPlan) {
+	c := p.child()
+	c.call(name+": clear the signal mask", unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(p.buf(8)), 0, 8)
+	c.special(name, kExec, unsafe.Pointer(e))
+	stack := p.buf(childStack)
+	e.run = spawnPlan{child: childArgs{steps: c.steps, rep: c.report},
+		args: cloneArgs{flags: unix.CLONE_VM | unix.CLONE_VFORK, exitSignal: uint64(unix.SIGCHLD), stack: uint64(uintptr(stack)), stackSize: childStack}}
+	p.special(name, kRunWait, unsafe.Pointer(e))
+}
+
 // exec builds an execPlan; paths are tried in turn.
 func (p *program) execPlan(paths, argv, env []string) (*execPlan, error) {
 	e := &execPlan{fallbackFD: noFD, rep: noFD}
@@ -194,8 +232,8 @@ func (p *program) execPlan(paths, argv, env []string) (*execPlan, error) {
 // errorFor turns a child's report into an error.
 func (p *program) errorFor(r report) error {
 	name := fmt.Sprintf("step %d", r.step)
-	if int(r.step) < len(p.names) {
-		name = p.names[r.step]
+	if int(r.step) < len(*p.names) {
+		name = (*p.names)[r.step]
 	}
 	if r.errno&(1<<16) != 0 {
 		ws := syscall.WaitStatus(r.errno &^ (1 << 16))
@@ -244,8 +282,9 @@ const childStack = 64 << 10
 // CLONE_VFORK, as os/exec does): no page tables are copied and no page
 // is made copy-on-write, so neither the fork nor the child's execve pays
 // for the daemon's size. Only for programs that never wait for the
-// daemon. Without vfork the child gets a copy of the daemon's memory; it
-// may then wait for the daemon (init does, in recvmsg). (A shared memory
+// daemon: the suspended thread holds its scheduler slot, and a garbage
+// collection waits for it. Without vfork the child gets a copy of the
+// daemon's memory; it may then wait for the daemon. (A shared memory
 // without suspending the caller crashed children now and then under the
 // race detector.) The calling goroutine must have locked its OS thread,
 // and p must stay alive (runtime.KeepAlive) until the child has executed
@@ -275,6 +314,31 @@ func (p *program) start(flags uintptr, vfork bool) (pid, pidfd int, err error) {
 type childArgs struct {
 	steps []step
 	rep   uintptr
+}
+
+// spawnPlan is a kSpawn step: clone3 with args, the child runs child's
+// steps on a stack of its own. The parent stores the child's PID in pid
+// (where the daemon can read it: the children share its memory).
+type spawnPlan struct {
+	args  cloneArgs
+	child childArgs
+	pid   int64
+}
+
+// spawn appends a step that clones a child (clone3 with flags; with
+// CLONE_VM the child shares the memory it runs on) running c, a program
+// from p.child(). The parent's register holds the child's PID afterwards,
+// which is also kept in the returned plan. With CLONE_PARENT the child is
+// a sibling of p's process (exit signal: that of p's process).
+func (p *program) spawn(name string, flags uintptr, c *program) *spawnPlan {
+	sp := &spawnPlan{child: childArgs{steps: c.steps, rep: c.report}}
+	stack := p.buf(childStack)
+	sp.args = cloneArgs{flags: uint64(flags), stack: uint64(uintptr(stack)), stackSize: childStack}
+	if flags&(unix.CLONE_PARENT|unix.CLONE_THREAD) == 0 {
+		sp.args.exitSignal = uint64(unix.SIGCHLD)
+	}
+	p.special(name, kSpawn, unsafe.Pointer(sp))
+	return sp
 }
 
 // cloneVM calls clone3(args); the child, on the stack args names, calls
@@ -320,12 +384,12 @@ func rawExit(code uintptr) {
 	}
 }
 
-// fail reports step i's errno on rep and exits.
+// fail reports the step with the given id and its errno on rep and exits.
 //
 //go:norace
 //go:nosplit
-func fail(rep uintptr, i int, errno uintptr) {
-	r := report{step: uint32(i), errno: uint32(errno)}
+func fail(rep uintptr, id uint32, errno uintptr) {
+	r := report{step: id, errno: uint32(errno)}
 	syscall.RawSyscall(unix.SYS_WRITE, rep, uintptr(unsafe.Pointer(&r)), unsafe.Sizeof(r))
 	rawExit(exitSetupFailed)
 }
@@ -348,7 +412,7 @@ func runSteps(steps []step, rep uintptr) {
 		case kCall:
 			r, _, e := syscall.RawSyscall6(s.trap, a[0], a[1], a[2], a[3], a[4], a[5])
 			if e != 0 && e != s.ok1 && e != s.ok2 {
-				fail(rep, i, uintptr(e))
+				fail(rep, s.id, uintptr(e))
 			}
 			if s.setReg {
 				reg = r
@@ -361,19 +425,29 @@ func runSteps(steps []step, rep uintptr) {
 				rawExit(exitSetupFailed) // the daemon gave up
 			}
 			if e != 0 {
-				fail(rep, i, uintptr(e))
+				fail(rep, s.id, uintptr(e))
 			}
 			fd := *(*int32)(s.ptr)
 			if fd < 0 {
-				fail(rep, i, uintptr(unix.EBADF))
+				fail(rep, s.id, uintptr(unix.EBADF))
 			}
 			reg = uintptr(fd)
 		case kOr16:
 			*(*uint16)(s.ptr) |= uint16(a[0])
+		case kStoreReg:
+			*(*int32)(s.ptr) = int32(reg)
 		case kExec:
 			execCandidates((*execPlan)(s.ptr))
 		case kRunWait:
-			runWait((*execPlan)(s.ptr), rep, i)
+			runWait((*execPlan)(s.ptr), rep, s.id)
+		case kSpawn:
+			sp := (*spawnPlan)(s.ptr)
+			pid, errno := cloneVM(&sp.args, unsafe.Sizeof(sp.args), &sp.child)
+			if errno != 0 {
+				fail(rep, s.id, errno)
+			}
+			sp.pid = int64(pid)
+			reg = pid
 		}
 	}
 }
@@ -420,33 +494,30 @@ func execCandidates(e *execPlan) {
 	rawExit(126)
 }
 
-// runWait forks a child that executes e (with an empty signal mask) and
-// waits for it; anything but exit status 0 fails step i.
+// runWait starts e's child (see runPlan: a vfork that shares the
+// memory, so nothing is copied), which executes e with an empty signal
+// mask, and waits for it; anything but exit status 0 fails the step.
 //
 //go:norace
 //go:nocheckptr
 //go:nosplit
-func runWait(e *execPlan, rep uintptr, i int) {
-	pid, _, errno := syscall.RawSyscall6(unix.SYS_CLONE, uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
+func runWait(e *execPlan, rep uintptr, id uint32) {
+	pid, errno := cloneVM(&e.run.args, unsafe.Sizeof(e.run.args), &e.run.child)
 	if errno != 0 {
-		fail(rep, i, uintptr(errno))
-	}
-	if pid == 0 {
-		var none sigset
-		syscall.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&none)), 0, 8, 0, 0)
-		execCandidates(e)
+		fail(rep, id, errno)
 	}
 	var status int32
+	var werr syscall.Errno
 	for {
-		_, _, errno = syscall.RawSyscall6(unix.SYS_WAIT4, pid, uintptr(unsafe.Pointer(&status)), 0, 0, 0, 0)
-		if errno != unix.EINTR {
+		_, _, werr = syscall.RawSyscall6(unix.SYS_WAIT4, pid, uintptr(unsafe.Pointer(&status)), 0, 0, 0, 0)
+		if werr != unix.EINTR {
 			break
 		}
 	}
-	if errno != 0 {
-		fail(rep, i, uintptr(errno))
+	if werr != 0 {
+		fail(rep, id, uintptr(werr))
 	}
 	if status != 0 {
-		fail(rep, i, 1<<16|uintptr(status))
+		fail(rep, id, 1<<16|uintptr(status))
 	}
 }

@@ -20,7 +20,7 @@ package ctinit
 // Spec is a new container's setup.
 type Spec struct {
 	// Root names the container's root for messages. The root mount itself
-	// comes as a descriptor and is attached over /tmp inside the new
+	// comes as a descriptor (RootFS) and is attached over /tmp inside the new
 	// (private) mount namespace: the guest's ids may not be able to search
 	// the data directory, but every host has a /tmp.
 	Root string
@@ -32,11 +32,21 @@ type Spec struct {
 	Env []string
 	// Privileged containers have no user namespace.
 	Privileged bool
-	// IDBase and IDSize are the host ids that ids 0 to IDSize-1 of the
-	// container's user namespace map to (unprivileged containers).
-	IDBase, IDSize int
-	// Nets are the NICs, moved into the network namespace by the daemon
-	// before Run.
+	// UserNS is a descriptor of the container's user namespace
+	// (NewUserNS), which unprivileged containers enter; ignored when
+	// Privileged.
+	UserNS int
+	// NetNS is a descriptor of the network namespace made for the
+	// container by NewNetNS, with its NICs already moved in; -1 makes a
+	// new, empty one.
+	NetNS int
+	// RootFS is the root file system: a detached mount (an overlayfs
+	// whose image layer is id-mapped through UserNS).
+	RootFS int
+	// CgroupProcs are the container's cgroup.procs files, one per
+	// hierarchy, open for writing: init joins each.
+	CgroupProcs []int
+	// Nets are the NICs in NetNS.
 	Nets []Net
 	// IPTool is the host's ip(8), run before the root is switched.
 	IPTool string

@@ -85,7 +85,13 @@ type Driver struct {
 	// reaped holds, per container whose init is this daemon's child, a
 	// channel closed once init is reaped (its cgroups are empty then).
 	reaped map[int]chan struct{}
+	// userns holds, per unprivileged container started by this daemon,
+	// its user namespace (see userNS).
+	userns map[int]cachedNS
 }
+
+// cachedNS is a user namespace descriptor and the id base it maps.
+type cachedNS struct{ fd, base int }
 
 var _ guest.Driver = (*Driver)(nil)
 
@@ -113,7 +119,7 @@ func New(o Options) (*Driver, error) {
 		}
 	}
 	d := &Driver{o: o, dir: filepath.Join(o.DataDir, "containers"), cpus: runtime.NumCPU(),
-		perID: map[int]*sync.Mutex{}, reaped: map[int]chan struct{}{}}
+		perID: map[int]*sync.Mutex{}, reaped: map[int]chan struct{}{}, userns: map[int]cachedNS{}}
 	if o.Cgroups != nil {
 		d.cg = *o.Cgroups
 	} else {
@@ -444,8 +450,39 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 			log.Printf("ksm=1: %v; only memory that programs mark mergeable themselves can be merged", err)
 		}
 	}
+	userns := -1
+	if !s.Privileged {
+		if userns, err = d.userNS(id, base); err != nil {
+			return err
+		}
+	}
+	rootFD, err := overlayMount(userns, lower, d.upper(id), d.work(id))
+	if err != nil {
+		return err
+	}
+	defer unix.Close(rootFD)
+	ph.mark("overlay")
+	netns := -1
+	if len(s.Nets) > 0 {
+		if netns, err = ctinit.NewNetNS(userns); err != nil {
+			return err
+		}
+		defer unix.Close(netns)
+		for _, n := range s.Nets {
+			if err := d.addNIC(id, netns, n); err != nil {
+				return fmt.Errorf("net%d: %w", n.Index, err)
+			}
+		}
+		ph.mark("nics")
+	}
+	procs, err := openProcs(grp.Dirs())
+	if err != nil {
+		return err
+	}
+	defer closeAll(procs)
 	spec := ctinit.Spec{Root: d.rootMount(id), Hostname: s.Hostname, Init: s.Init, Privileged: s.Privileged, IPTool: d.o.IPTool,
-		IDBase: base, IDSize: IDMapSize, Console: int(logf.Fd()), Null: int(null.Fd()), Self: int(bin.Fd()), KSM: merge.String()}
+		UserNS: userns, NetNS: netns, RootFS: rootFD, CgroupProcs: procs,
+		Console: int(logf.Fd()), Null: int(null.Fd()), Self: int(bin.Fd()), KSM: merge.String()}
 	for _, n := range s.Nets {
 		cn := ctinit.Net{Name: n.Name, Gateway: n.Gateway, DHCP: n.IP == "dhcp"}
 		if n.IP != "dhcp" && n.IP != "manual" {
@@ -455,38 +492,18 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	}
 	ph.mark("prep")
 	in, err := ctinit.StartInit(spec)
-	ph.mark("clone")
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (see %s)", err, d.consoleLog(id))
 	}
 	pid := in.PID
 	defer func() {
 		if err != nil {
 			in.Kill()
-			unix.Close(in.PidFD)
 		}
 	}()
-	if err := grp.Add(pid); err != nil {
-		return err
-	}
-	ph.mark("cgadd")
-	rootFD, err := overlayMount(pid, lower, d.upper(id), d.work(id), !s.Privileged)
-	if err != nil {
-		return err
-	}
-	ph.mark("overlay")
-	defer unix.Close(rootFD)
-	for _, n := range s.Nets {
-		if err := d.addNIC(id, pid, n); err != nil {
-			return fmt.Errorf("net%d: %w", n.Index, err)
-		}
-	}
-	if err := in.Run(rootFD); err != nil {
-		return fmt.Errorf("%w (see %s)", err, d.consoleLog(id))
-	}
-	in.Close()
 	unix.Close(in.PidFD)
-	ph.mark("ready")
+	in.PidFD = -1
+	ph.mark("init")
 	st, err := ctinit.StartTime(pid)
 	if err != nil {
 		return fmt.Errorf("container init exited at once: see %s", d.consoleLog(id))
@@ -523,6 +540,65 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	return nil
 }
 
+// userNS returns the user namespace of container id (ids 0 to
+// IDMapSize-1 are host ids base and up), made on its first start and kept
+// for the next ones while the daemon runs: a namespace takes a fork to
+// make (its id map is written from outside), and no state of a stopped
+// container's run survives in it that the next run could see (berth's
+// seccomp filter refuses the keyring calls; namespaces, mounts and
+// processes are new for every run). The caller holds the container's
+// lock; the descriptor stays owned by the cache.
+func (d *Driver) userNS(id, base int) (int, error) {
+	d.mu.Lock()
+	c, ok := d.userns[id]
+	d.mu.Unlock()
+	if ok && c.base == base {
+		return c.fd, nil
+	}
+	fd, err := ctinit.NewUserNS(base, IDMapSize)
+	if err != nil {
+		return -1, err
+	}
+	d.mu.Lock()
+	if ok {
+		unix.Close(c.fd)
+	}
+	d.userns[id] = cachedNS{fd: fd, base: base}
+	d.mu.Unlock()
+	return fd, nil
+}
+
+// forgetUserNS drops container id's cached user namespace.
+func (d *Driver) forgetUserNS(id int) {
+	d.mu.Lock()
+	if c, ok := d.userns[id]; ok {
+		unix.Close(c.fd)
+		delete(d.userns, id)
+	}
+	d.mu.Unlock()
+}
+
+// openProcs opens the cgroup.procs file of each cgroup directory for
+// writing.
+func openProcs(dirs []string) ([]int, error) {
+	fds := make([]int, 0, len(dirs))
+	for _, dir := range dirs {
+		fd, err := unix.Open(filepath.Join(dir, "cgroup.procs"), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			closeAll(fds)
+			return nil, fmt.Errorf("open cgroup %s: %w", dir, err)
+		}
+		fds = append(fds, fd)
+	}
+	return fds, nil
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
 // ksmNote says how a container's memory meets KSM, for the start log.
 func ksmNote(asked, got ksm.Choice) string {
 	switch {
@@ -537,21 +613,17 @@ func ksmNote(asked, got ksm.Choice) string {
 }
 
 // overlayMount builds the container's root as a detached overlayfs mount:
-// the image's rootfs (id-mapped into the user namespace of pid unless
-// privileged) below, the guest's layer above. It returns the mount fd.
-func overlayMount(pid int, lower, upper, work string, idmap bool) (int, error) {
+// the image's rootfs (id-mapped into the user namespace userns unless it
+// is -1: privileged) below, the guest's layer above. It returns the mount
+// fd.
+func overlayMount(userns int, lower, upper, work string) (int, error) {
 	tree, err := unix.OpenTree(unix.AT_FDCWD, lower, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
 		return -1, fmt.Errorf("open image rootfs %s: %w", lower, err)
 	}
 	defer unix.Close(tree)
-	if idmap {
-		ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return -1, fmt.Errorf("open user namespace: %w", err)
-		}
-		defer unix.Close(ns)
-		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_NODEV, Userns_fd: uint64(ns)}
+	if userns >= 0 {
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_NODEV, Userns_fd: uint64(userns)}
 		if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &attr); err != nil {
 			return -1, fmt.Errorf("id-map the image rootfs (needs a kernel with idmapped mounts, 5.12 or later, and a file system that supports them): %w", err)
 		}
@@ -763,6 +835,7 @@ func (d *Driver) Destroy(ctx context.Context, cfg api.Guest, log guest.Logger) e
 		return fmt.Errorf("container %d is running: stop it first", cfg.ID)
 	}
 	d.cleanup(cfg.ID)
+	d.forgetUserNS(cfg.ID)
 	if err := os.RemoveAll(d.gdir(cfg.ID)); err != nil {
 		return fmt.Errorf("remove container %d: %w", cfg.ID, err)
 	}
