@@ -88,6 +88,16 @@ type Driver struct {
 	// userns holds, per unprivileged container started by this daemon,
 	// its user namespace (see userNS).
 	userns map[int]cachedNS
+	// roots holds, per container started by this daemon, its root file
+	// system (see rootFS).
+	roots map[int]cachedRoot
+}
+
+// cachedRoot is a container's overlayfs root (a detached mount) and what
+// it was made from.
+type cachedRoot struct {
+	fd, userns int
+	lower      string
 }
 
 // cachedNS is a user namespace descriptor and the id base it maps.
@@ -119,7 +129,7 @@ func New(o Options) (*Driver, error) {
 		}
 	}
 	d := &Driver{o: o, dir: filepath.Join(o.DataDir, "containers"), cpus: runtime.NumCPU(),
-		perID: map[int]*sync.Mutex{}, reaped: map[int]chan struct{}{}, userns: map[int]cachedNS{}}
+		perID: map[int]*sync.Mutex{}, reaped: map[int]chan struct{}{}, userns: map[int]cachedNS{}, roots: map[int]cachedRoot{}}
 	if o.Cgroups != nil {
 		d.cg = *o.Cgroups
 	} else {
@@ -456,7 +466,7 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 			return err
 		}
 	}
-	rootFD, err := overlayMount(userns, lower, d.upper(id), d.work(id))
+	rootFD, err := d.rootFS(id, userns, lower)
 	if err != nil {
 		return err
 	}
@@ -559,23 +569,73 @@ func (d *Driver) userNS(id, base int) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	d.mu.Lock()
 	if ok {
-		unix.Close(c.fd)
+		d.forget(id) // the root is id-mapped through the old one
 	}
+	d.mu.Lock()
 	d.userns[id] = cachedNS{fd: fd, base: base}
 	d.mu.Unlock()
 	return fd, nil
 }
 
-// forgetUserNS drops container id's cached user namespace.
-func (d *Driver) forgetUserNS(id int) {
+// forget drops container id's cached root file system and user
+// namespace; closing the last reference to the root's overlayfs syncs it.
+// The caller holds the container's lock.
+func (d *Driver) forget(id int) {
+	d.dropRoot(id)
 	d.mu.Lock()
 	if c, ok := d.userns[id]; ok {
 		unix.Close(c.fd)
 		delete(d.userns, id)
 	}
 	d.mu.Unlock()
+}
+
+// dropRoot drops container id's cached root file system (before its
+// layer is changed from outside: a rollback). The caller holds the
+// container's lock.
+func (d *Driver) dropRoot(id int) {
+	d.mu.Lock()
+	r, ok := d.roots[id]
+	delete(d.roots, id)
+	d.mu.Unlock()
+	if ok {
+		unix.Close(r.fd)
+	}
+}
+
+// rootFS returns a new detached mount of container id's root file system
+// for one run: a clone of the overlayfs mount made on its first start
+// (lower layer lower, id-mapped through userns) and kept while the daemon
+// runs. Keeping it makes later starts cheap (a clone instead of a new
+// overlayfs) and stops too: the overlayfs is not shut down when the
+// container's mount namespace goes, so the stop does not wait for it to
+// sync the upper file system (that happens when the daemon drops it:
+// destroy, rollback, an image change, or the daemon's exit). The caller
+// holds the container's lock and closes the returned descriptor.
+func (d *Driver) rootFS(id, userns int, lower string) (int, error) {
+	d.mu.Lock()
+	r, ok := d.roots[id]
+	d.mu.Unlock()
+	if ok && (r.lower != lower || r.userns != userns) {
+		d.dropRoot(id)
+		ok = false
+	}
+	if !ok {
+		fd, err := overlayMount(userns, lower, d.upper(id), d.work(id))
+		if err != nil {
+			return -1, err
+		}
+		r = cachedRoot{fd: fd, userns: userns, lower: lower}
+		d.mu.Lock()
+		d.roots[id] = r
+		d.mu.Unlock()
+	}
+	m, err := unix.OpenTree(r.fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	if err != nil {
+		return -1, fmt.Errorf("clone the root file system mount: %w", err)
+	}
+	return m, nil
 }
 
 // openProcs opens the cgroup.procs file of each cgroup directory for
@@ -835,7 +895,7 @@ func (d *Driver) Destroy(ctx context.Context, cfg api.Guest, log guest.Logger) e
 		return fmt.Errorf("container %d is running: stop it first", cfg.ID)
 	}
 	d.cleanup(cfg.ID)
-	d.forgetUserNS(cfg.ID)
+	d.forget(cfg.ID)
 	if err := os.RemoveAll(d.gdir(cfg.ID)); err != nil {
 		return fmt.Errorf("remove container %d: %w", cfg.ID, err)
 	}

@@ -195,6 +195,8 @@ func (d *Driver) Rollback(ctx context.Context, cfg api.Guest, name string, log g
 	if _, err := os.Stat(snap); err != nil {
 		return fmt.Errorf("snapshot %q of container %d: %w", name, cfg.ID, store.ErrNotFound)
 	}
+	// The kept overlayfs of the old layer must not outlive it.
+	d.dropRoot(cfg.ID)
 	next := d.upper(cfg.ID) + ".rollback"
 	_ = os.RemoveAll(next)
 	if err := copyLayer(ctx, snap, next); err != nil {
