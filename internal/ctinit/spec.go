@@ -1,16 +1,19 @@
 // Package ctinit creates container processes straight from the daemon,
-// without a helper process: StartInit forks a new container's first
-// process into fresh namespaces and Join forks a command into a running
-// container's. In both, the forked child is a copy of one daemon thread
-// that runs a program of raw system calls prepared before the fork (see
-// program in raw.go): no Go code, no allocation, no runtime. For init it
-// receives the overlay root (a mount file descriptor) from the daemon,
-// builds the mount tree (minimal /dev, masked /proc, read-only /sys), sets
-// the hostname, brings the network up, drops capabilities, installs the
-// seccomp filter and executes the container's init; for exec it joins the
-// container's cgroups and namespaces, confines itself the same way and
-// executes the command. No berth process stays behind in a container
-// (except MiniInit, berth's own init for images without one).
+// without a helper process: StartInit starts a new container's init in
+// fresh namespaces and Join forks a command into a running container's.
+// The forked children are copies of one daemon thread that borrow the
+// daemon's memory (vfork) and run a program of raw system calls prepared
+// before the fork (see program in raw.go): no Go code, no allocation, no
+// runtime. For init, a first child joins the container's cgroups, enters
+// its user namespace (NewUserNS) and network namespace (NewNetNS, when it
+// has NICs), unshares the other namespaces and spawns init as PID 1,
+// which attaches the overlay root (a mount file descriptor), builds the
+// mount tree (minimal /dev, masked /proc, read-only /sys), sets the
+// hostname, brings the network up, drops capabilities, installs the
+// seccomp filter and executes the container's init; for exec the child
+// joins the container's cgroups and namespaces, confines itself the same
+// way and executes the command. No berth process stays behind in a
+// container (except MiniInit, berth's own init for images without one).
 //
 // The daemon's own threads never change namespace, with one exception:
 // Join sets the PID namespace for children on a dedicated OS thread that
