@@ -91,6 +91,9 @@ type Driver struct {
 	// roots holds, per container started by this daemon, its root file
 	// system (see rootFS).
 	roots map[int]cachedRoot
+	// held holds, per running container started by this daemon, a
+	// descriptor of its mount namespace (see holdMounts).
+	held map[int]int
 }
 
 // cachedRoot is a container's overlayfs root (a detached mount) and what
@@ -129,7 +132,7 @@ func New(o Options) (*Driver, error) {
 		}
 	}
 	d := &Driver{o: o, dir: filepath.Join(o.DataDir, "containers"), cpus: runtime.NumCPU(),
-		perID: map[int]*sync.Mutex{}, reaped: map[int]chan struct{}{}, userns: map[int]cachedNS{}, roots: map[int]cachedRoot{}}
+		perID: map[int]*sync.Mutex{}, reaped: map[int]chan struct{}{}, userns: map[int]cachedNS{}, roots: map[int]cachedRoot{}, held: map[int]int{}}
 	if o.Cgroups != nil {
 		d.cg = *o.Cgroups
 	} else {
@@ -349,6 +352,7 @@ func (d *Driver) Adopt(ctx context.Context, cfg api.Guest) (guest.State, error) 
 
 // cleanup removes a stopped container's runtime leftovers.
 func (d *Driver) cleanup(id int) {
+	d.releaseMounts(id)
 	_ = os.Remove(d.pidFile(id))
 	if g, err := d.cg.Open(cgroupName(id)); err == nil {
 		if err := g.Remove(2 * time.Second); err != nil {
@@ -514,6 +518,7 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	unix.Close(in.PidFD)
 	in.PidFD = -1
 	ph.mark("init")
+	d.holdMounts(id, pid)
 	st, err := ctinit.StartTime(pid)
 	if err != nil {
 		return fmt.Errorf("container init exited at once: see %s", d.consoleLog(id))
@@ -548,6 +553,38 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 		log.Printf("container %d started: init PID %d, hostname %s, KSM %s", id, pid, s.Hostname, ksmNote(s.KSM, merge))
 	}
 	return nil
+}
+
+// holdMounts keeps a descriptor of the mount namespace of container id's
+// init (pid) until the container stopped (releaseMounts). When init, the
+// namespace's last process, exits, the kernel would otherwise unmount the
+// container's whole mount tree (/proc, /sys, /dev, …) before it reports
+// the exit, which is most of a stop's wait; with the descriptor held, that
+// happens when releaseMounts closes it, after the stop, in the
+// background.
+func (d *Driver) holdMounts(id, pid int) {
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return // only an optimisation
+	}
+	d.mu.Lock()
+	old, had := d.held[id]
+	d.held[id] = fd
+	d.mu.Unlock()
+	if had {
+		unix.Close(old)
+	}
+}
+
+// releaseMounts lets container id's mount namespace go (see holdMounts).
+func (d *Driver) releaseMounts(id int) {
+	d.mu.Lock()
+	fd, ok := d.held[id]
+	delete(d.held, id)
+	d.mu.Unlock()
+	if ok {
+		go unix.Close(fd)
+	}
 }
 
 // userNS returns the user namespace of container id (ids 0 to
