@@ -578,13 +578,18 @@ func (d *Driver) holdMounts(id, pid int) {
 
 // releaseMounts lets container id's mount namespace go (see holdMounts).
 func (d *Driver) releaseMounts(id int) {
-	d.mu.Lock()
-	fd, ok := d.held[id]
-	delete(d.held, id)
-	d.mu.Unlock()
-	if ok {
+	if fd, ok := take(d, d.held, id); ok {
 		go unix.Close(fd)
 	}
+}
+
+// take removes and returns m[id] under d.mu.
+func take[T any](d *Driver, m map[int]T, id int) (T, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v, ok := m[id]
+	delete(m, id)
+	return v, ok
 }
 
 // userNS returns the user namespace of container id (ids 0 to
@@ -620,23 +625,16 @@ func (d *Driver) userNS(id, base int) (int, error) {
 // The caller holds the container's lock.
 func (d *Driver) forget(id int) {
 	d.dropRoot(id)
-	d.mu.Lock()
-	if c, ok := d.userns[id]; ok {
+	if c, ok := take(d, d.userns, id); ok {
 		unix.Close(c.fd)
-		delete(d.userns, id)
 	}
-	d.mu.Unlock()
 }
 
 // dropRoot drops container id's cached root file system (before its
 // layer is changed from outside: a rollback). The caller holds the
 // container's lock.
 func (d *Driver) dropRoot(id int) {
-	d.mu.Lock()
-	r, ok := d.roots[id]
-	delete(d.roots, id)
-	d.mu.Unlock()
-	if ok {
+	if r, ok := take(d, d.roots, id); ok {
 		unix.Close(r.fd)
 	}
 }
