@@ -251,18 +251,30 @@ func (sv *Services) containerExec(w http.ResponseWriter, r *Request) error {
 	if len(in.Argv) == 0 {
 		return Invalid("no command", map[string]string{"argv": "give the command to run"})
 	}
-	if st, err := ops.Status(r.Context(), g); err != nil || st.Status != wire.GuestRunning {
-		return &wire.Error{Status: http.StatusConflict, Code: "not_running", Message: fmt.Sprintf("container %d is not running: start it first", g.ID)}
-	}
-	conn, brw, err := upgrade(w, r)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	sv.Log.Info("container exec", "guest", g.ID, "user", r.Identity.User, "argv", strings.Join(in.Argv, " "))
-	return serveStream(conn, brw.Reader, func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	notRunning := &wire.Error{Status: http.StatusConflict, Code: "not_running", Message: fmt.Sprintf("container %d is not running: start it first", g.ID)}
+	// The driver checks that the container runs before it touches the
+	// command's stdio, so the stream is upgraded only then (lazily) and
+	// the common case costs no separate status check. If the driver fails
+	// before that, a container that is not running still gets a plain 409.
+	s := newStream(func() (io.ReadWriteCloser, *bufio.Reader, error) {
+		conn, brw, err := upgrade(w, r)
+		if err != nil {
+			return nil, nil, err
+		}
+		sv.Log.Info("container exec", "guest", g.ID, "user", r.Identity.User, "argv", strings.Join(in.Argv, " "))
+		return conn, brw.Reader, nil
+	})
+	code, err := s.run(func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 		return ops.Exec(ctx, g, guest.ExecRequest{Argv: in.Argv, Stdin: stdin, Stdout: stdout, Stderr: stderr, TTY: in.TTY, Env: in.Env})
 	})
+	if err != nil && !s.connected() {
+		if st, serr := ops.Status(r.Context(), g); serr != nil || st.Status != wire.GuestRunning {
+			if s.abandon() {
+				return notRunning
+			}
+		}
+	}
+	return s.finish(code, err)
 }
 
 func (sv *Services) containerConsole(w http.ResponseWriter, r *Request) error {
@@ -275,64 +287,166 @@ func (sv *Services) containerConsole(w http.ResponseWriter, r *Request) error {
 		return err
 	}
 	defer rw.Close()
-	conn, brw, err := upgrade(w, r)
-	if err != nil {
+	s := newStream(func() (io.ReadWriteCloser, *bufio.Reader, error) {
+		conn, brw, err := upgrade(w, r)
+		if err != nil {
+			return nil, nil, err
+		}
+		return conn, brw.Reader, nil
+	})
+	if err := s.connect(); err != nil {
 		return err
 	}
-	defer conn.Close()
-	return serveStream(conn, brw.Reader, func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	code, err := s.run(func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 		go func() { _, _ = io.Copy(rw, stdin); rw.Close() }()
 		_, err := io.Copy(stdout, rw)
 		return 0, err
 	})
+	return s.finish(code, err)
 }
 
-// serveStream runs fn with the stream's stdin frames as its input and its
-// output sent as frames, then sends the exit frame. It returns nil once
-// the stream is closed: errors go to the client as an error frame.
-func serveStream(conn io.ReadWriteCloser, br *bufio.Reader, fn func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) (int, error)) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var mu sync.Mutex
-	stdout := &execstream.Writer{Mu: &mu, W: conn, Typ: wire.ExecFrameStdout}
-	stderr := &execstream.Writer{Mu: &mu, W: conn, Typ: wire.ExecFrameStderr}
-	inR, inW := io.Pipe()
-	go func() {
-		// Client frames: stdin data, an empty frame for EOF. A client
-		// that hangs up cancels the command.
-		defer inW.Close()
-		for {
-			typ, p, err := execstream.ReadFrame(br)
-			if err != nil {
-				cancel()
-				return
-			}
-			if typ != wire.ExecFrameStdin {
-				continue
-			}
-			if len(p) == 0 {
-				inW.Close()
-				continue
-			}
-			if _, err := inW.Write(p); err != nil {
-				// The command closed its stdin: drop further input.
-				continue
-			}
+// stream is the server side of an exec or console stream: stdin frames
+// from the client feed the command's input, its output goes back as
+// frames, and an exit or error frame ends it. The connection is upgraded
+// (by open) when the command first reads its input or writes output, or
+// at the end: a command that fails before that can still be answered
+// with a plain HTTP error.
+type stream struct {
+	open func() (io.ReadWriteCloser, *bufio.Reader, error)
+	// upMu serialises connect; done says open was called.
+	upMu   sync.Mutex
+	done   bool
+	conn   io.ReadWriteCloser // set once open succeeded
+	err    error              // open's error
+	mu     sync.Mutex         // whole frames on conn
+	inR    *io.PipeReader
+	inW    *io.PipeWriter
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func newStream(open func() (io.ReadWriteCloser, *bufio.Reader, error)) *stream {
+	s := &stream{open: open}
+	s.inR, s.inW = io.Pipe()
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+// connect upgrades the connection once and starts reading the client's
+// frames: stdin data, an empty frame for EOF. A client that hangs up
+// cancels the command.
+func (s *stream) connect() error {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	if !s.done {
+		s.done = true
+		conn, br, err := s.open()
+		if err != nil {
+			s.err = err
+			s.inW.CloseWithError(err)
+			s.cancel()
+			return err
 		}
-	}()
-	code, err := fn(ctx, inR, stdout, stderr)
-	inR.Close()
-	mu.Lock()
-	defer mu.Unlock()
+		s.conn = conn
+		go func() {
+			defer s.inW.Close()
+			for {
+				typ, p, err := execstream.ReadFrame(br)
+				if err != nil {
+					s.cancel()
+					return
+				}
+				if typ != wire.ExecFrameStdin {
+					continue
+				}
+				if len(p) == 0 {
+					s.inW.Close()
+					continue
+				}
+				if _, err := s.inW.Write(p); err != nil {
+					// The command closed its stdin: drop further input.
+					continue
+				}
+			}
+		}()
+	}
+	return s.err
+}
+
+// errAbandoned is what the command's stdio returns once the handler
+// answered without upgrading.
+var errAbandoned = errors.New("exec stream: the request was answered without an upgrade")
+
+// abandon makes later stdio calls fail instead of upgrading, so that the
+// handler can answer with a plain HTTP error. It returns false if the
+// connection was upgraded meanwhile.
+func (s *stream) abandon() bool {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	if s.done {
+		return s.conn == nil
+	}
+	s.done, s.err = true, errAbandoned
+	s.inW.CloseWithError(errAbandoned)
+	s.cancel()
+	return true
+}
+
+// connected reports whether the connection was upgraded.
+func (s *stream) connected() bool {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	return s.conn != nil
+}
+
+// run runs fn with the stream's input and output.
+func (s *stream) run(fn func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) (int, error)) (int, error) {
+	defer s.inR.Close()
+	return fn(s.ctx, streamInput{s}, &streamOutput{s: s, typ: wire.ExecFrameStdout}, &streamOutput{s: s, typ: wire.ExecFrameStderr})
+}
+
+// finish sends the exit frame for code, or the error frame for err,
+// upgrading first if nothing did yet, and closes the connection. It
+// returns an error only if the upgrade failed; errors after it go to the
+// client as an error frame.
+func (s *stream) finish(code int, err error) error {
+	defer s.cancel()
+	if cerr := s.connect(); cerr != nil {
+		return cerr
+	}
+	defer s.conn.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err != nil {
-		_ = execstream.WriteFrame(conn, wire.ExecFrameError, []byte(err.Error()))
+		_ = execstream.WriteFrame(s.conn, wire.ExecFrameError, []byte(err.Error()))
 		return nil
 	}
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], uint32(int32(code)))
-	_ = execstream.WriteFrame(conn, wire.ExecFrameExit, b[:])
-	if errors.Is(ctx.Err(), context.Canceled) {
-		return nil
-	}
+	_ = execstream.WriteFrame(s.conn, wire.ExecFrameExit, b[:])
 	return nil
+}
+
+// streamInput is the command's stdin.
+type streamInput struct{ s *stream }
+
+func (i streamInput) Read(p []byte) (int, error) {
+	if err := i.s.connect(); err != nil {
+		return 0, err
+	}
+	return i.s.inR.Read(p)
+}
+
+// streamOutput sends what the command writes as frames of one type.
+type streamOutput struct {
+	s   *stream
+	typ byte
+}
+
+func (o *streamOutput) Write(p []byte) (int, error) {
+	if err := o.s.connect(); err != nil {
+		return 0, err
+	}
+	w := execstream.Writer{Mu: &o.s.mu, W: o.s.conn, Typ: o.typ}
+	return w.Write(p)
 }

@@ -108,12 +108,17 @@ func (sv *Services) taskLog(w http.ResponseWriter, r *Request) error {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Trailer", wire.TaskTrailer)
 	w.WriteHeader(http.StatusOK)
+	// Lines are flushed to the client batch by batch while the task runs;
+	// the last batch goes out with the end of the stream and the trailer,
+	// in one write.
 	bw := bufio.NewWriter(w)
 	fl, _ := w.(http.Flusher)
-	err = sv.Tasks.Follow(r.Context(), upid, start, func(line string) error {
-		if _, err := bw.WriteString(line + "\n"); err != nil {
+	err = sv.Tasks.FollowBatches(r.Context(), upid, start, func(line string) error {
+		if _, err := bw.WriteString(line); err != nil {
 			return err
 		}
+		return bw.WriteByte('\n')
+	}, func() error {
 		if err := bw.Flush(); err != nil {
 			return err
 		}
@@ -122,6 +127,9 @@ func (sv *Services) taskLog(w http.ResponseWriter, r *Request) error {
 		}
 		return nil
 	})
+	if err == nil {
+		err = bw.Flush()
+	}
 	if err != nil {
 		if !IsClientGone(err) {
 			sv.Log.Warn("follow task log", "upid", upid, "err", err)

@@ -61,7 +61,7 @@ var initTokenRE = regexp.MustCompile(`admin API token "root-admin" \(shown once\
 
 // shortTempDir returns a fresh directory with a short path: the unix
 // socket's path must fit in 108 bytes whatever the test's name.
-func shortTempDir(t *testing.T) string {
+func shortTempDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "berth-itest-")
 	if err != nil {
@@ -72,7 +72,7 @@ func shortTempDir(t *testing.T) string {
 }
 
 // startDaemon runs daemon.Run on dir and waits until it serves.
-func startDaemon(t *testing.T, dir string, drivers ...guest.Driver) *daemonEnv {
+func startDaemon(t testing.TB, dir string, drivers ...guest.Driver) *daemonEnv {
 	t.Helper()
 	e := &daemonEnv{dir: dir, done: make(chan error, 1), log: &syncBuffer{}}
 	var stdout syncBuffer
@@ -132,7 +132,7 @@ func startDaemon(t *testing.T, dir string, drivers ...guest.Driver) *daemonEnv {
 }
 
 // stop cancels Run's context and waits for it to return.
-func (e *daemonEnv) stop(t *testing.T) error {
+func (e *daemonEnv) stop(t testing.TB) error {
 	t.Helper()
 	if e.stopped {
 		return e.runErr

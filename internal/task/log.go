@@ -54,8 +54,15 @@ func (l *Log) write(msg string) {
 	l.appendLocked(msg)
 }
 
-// appendLocked writes msg as lines. The caller holds l.mu.
+// appendLocked writes msg as lines and wakes followers. The caller holds
+// l.mu.
 func (l *Log) appendLocked(msg string) {
+	l.appendQuiet(msg)
+	l.broadcastLocked()
+}
+
+// appendQuiet is appendLocked without waking followers.
+func (l *Log) appendQuiet(msg string) {
 	msg = strings.TrimSuffix(msg, "\n")
 	var b bytes.Buffer
 	b.Grow(len(msg) + 1)
@@ -74,12 +81,10 @@ func (l *Log) appendLocked(msg string) {
 			l.size += int64(i + 1)
 			l.lines += bytes.Count(part, []byte{'\n'})
 		}
-		l.broadcastLocked()
 		return
 	}
 	l.size += int64(written)
 	l.lines += n
-	l.broadcastLocked()
 }
 
 func (l *Log) broadcastLocked() {
@@ -88,11 +93,13 @@ func (l *Log) broadcastLocked() {
 }
 
 // closeWith writes the final line. No further lines are accepted.
+// Followers are woken by markDone, which follows at once: they then see
+// the final line and the end together.
 func (l *Log) closeWith(final string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.closed = true
-	l.appendLocked(final)
+	l.appendQuiet(final)
 }
 
 // syncClose flushes the file to disk and closes it; call it after
@@ -121,10 +128,11 @@ func (l *Log) markDone() {
 	l.broadcastLocked()
 }
 
-// snapshot returns the size of complete content, whether the log is final,
-// and a channel closed on the next change.
-func (l *Log) snapshot() (size int64, lines int, done bool, changed <-chan struct{}) {
+// snapshot returns the size of complete content, whether the final line
+// was written (closed), whether the log is final (done), and a channel
+// closed on the next change.
+func (l *Log) snapshot() (size int64, lines int, closed, done bool, changed <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.size, l.lines, l.done, l.changed
+	return l.size, l.lines, l.closed, l.done, l.changed
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"sort"
 	"strconv"
@@ -436,8 +437,16 @@ func (m *Manager) finish(ctx context.Context, r *run, err error) {
 	// with the status of the log's final line (or "unexpected status" if
 	// that line was lost).
 	r.cancel(nil)
-	r.log.markDone()
+	// Done before the log is marked done: a follower that sees the end of
+	// the log then always gets the final entry from Get.
 	close(r.done)
+	r.log.markDone()
+	// Let a waiter just woken (a log follower, Wait) run on this
+	// processor now: the fsyncs below would otherwise hold the processor
+	// in a system call with the waiter queued behind it until the
+	// runtime takes the processor back, which on a busy or virtualised
+	// host can take milliseconds.
+	runtime.Gosched()
 	if err := r.log.syncClose(); err != nil {
 		m.logger.Error("cannot write task log", "upid", r.str, "err", err)
 	}
@@ -685,7 +694,7 @@ func (m *Manager) ReadLog(upid string, start, limit int) (api.TaskLog, error) {
 	running := false
 	if r := m.lookup(upid); r != nil {
 		// Read only complete lines; a write may be in progress.
-		size, _, done, _ := r.log.snapshot()
+		size, _, _, done, _ := r.log.snapshot()
 		running = !done
 		data, err = readPrefix(path, size)
 	} else {
@@ -739,6 +748,15 @@ func splitLines(data []byte) []string {
 // after the last line. It stops early with emit's error, unchanged, or
 // with an error wrapping ctx's.
 func (m *Manager) Follow(ctx context.Context, upid string, start int, emit func(line string) error) error {
+	return m.FollowBatches(ctx, upid, start, emit, nil)
+}
+
+// FollowBatches is Follow that also calls flush, if not nil, whenever it
+// has emitted every line written so far and waits for more, so that a
+// stream can buffer the lines emit gets and send each batch at once. After
+// the last line it returns without calling flush: the caller's final write
+// can carry the last batch.
+func (m *Manager) FollowBatches(ctx context.Context, upid string, start int, emit func(line string) error, flush func() error) error {
 	u, err := ParseUPID(upid)
 	if err != nil {
 		return fmt.Errorf("follow task log: %w", err)
@@ -792,16 +810,26 @@ func (m *Manager) Follow(ctx context.Context, upid string, start int, emit func(
 		return emitFrom(f, true)
 	}
 	var off int64
+	pending := false
 	for {
-		size, _, done, changed := r.log.snapshot()
+		size, _, closed, done, changed := r.log.snapshot()
 		if size > off {
 			if err := emitFrom(io.NewSectionReader(f, off, size-off), false); err != nil {
 				return err
 			}
 			off = size
+			pending = true
 		}
 		if done {
 			return nil
+		}
+		// Once the final line is written, only the end is still to come:
+		// the last batch waits for it.
+		if pending && flush != nil && !closed {
+			if err := flush(); err != nil {
+				return err
+			}
+			pending = false
 		}
 		select {
 		case <-changed:

@@ -1203,3 +1203,74 @@ func TestNewManagerErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowBatches checks that flush comes after each batch of lines of a
+// running task, once every line written so far was emitted, and never
+// after the last line; that the task's final entry is readable as soon as
+// the follower sees the end; and that a follower of an ended task gets all
+// lines without a flush.
+func TestFollowBatches(t *testing.T) {
+	e := newEnv(t, task.Options{})
+	step := make(chan struct{})
+	upid := e.start(t, spec, func(ctx context.Context, l *task.Log) error {
+		l.Printf("one\ntwo")
+		<-step
+		l.Println("three")
+		<-step
+		return nil
+	})
+	events := make(chan string, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- e.m.FollowBatches(context.Background(), upid, 0, func(line string) error {
+			events <- line
+			return nil
+		}, func() error {
+			events <- "FLUSH"
+			return nil
+		})
+	}()
+	expect := func(want ...string) {
+		t.Helper()
+		for _, w := range want {
+			select {
+			case got := <-events:
+				if got != w {
+					t.Fatalf("got %q, want %q", got, w)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no %q", w)
+			}
+		}
+	}
+	expect("one", "two", "FLUSH")
+	step <- struct{}{}
+	expect("three", "FLUSH")
+	step <- struct{}{}
+	expect("TASK OK")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("FollowBatches did not return after the task ended")
+	}
+	if len(events) != 0 {
+		t.Errorf("extra events after the last line: %q", <-events)
+	}
+	// The follower saw the end, so the final entry is there at once.
+	if tk, err := e.m.Get(context.Background(), upid); err != nil || tk.Status != api.TaskStopped || tk.ExitStatus != api.TaskOK {
+		t.Errorf("Get right after the follower returned = %+v, %v; want stopped OK", tk, err)
+	}
+	var lines []string
+	if err := e.m.FollowBatches(context.Background(), upid, 1, func(l string) error {
+		lines = append(lines, l)
+		return nil
+	}, func() error { t.Error("flush called for an ended task"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(lines, "|"); got != "two|three|TASK OK" {
+		t.Errorf("lines of the ended task from line 1: %q", got)
+	}
+}
