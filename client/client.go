@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -35,14 +34,7 @@ type Client struct {
 
 // NewUnix returns a client for the daemon's unix socket.
 func NewUnix(socket string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		MaxIdleConnsPerHost: 16,
-	}
-	return &Client{base: "http://berth", hc: &http.Client{Transport: tr}}
+	return &Client{base: "http://berth", hc: &http.Client{Transport: &unixTransport{socket: socket}}}
 }
 
 // TLSOptions says how to trust the daemon's certificate.
