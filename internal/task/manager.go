@@ -18,7 +18,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/store"
@@ -119,7 +122,8 @@ type Manager struct {
 	pid    int
 	pstart uint64
 
-	pruneMu sync.Mutex // serialises Prune
+	pruneMu sync.Mutex    // serialises Prune
+	subdirs atomic.Uint32 // bit i: log subdirectory i exists
 	wg      sync.WaitGroup
 
 	mu        sync.Mutex
@@ -230,6 +234,36 @@ func processStart() (uint64, error) {
 // key has exactly two valid segments.
 func taskKey(u UPID) string {
 	return fmt.Sprintf("%s%016X-%s", KeyPrefix, u.StartTime, u.String())
+}
+
+// logSubdir creates the directory of u's log unless this Manager did
+// already.
+func (m *Manager) logSubdir(u UPID) error {
+	bit := uint32(1) << (u.StartTime & 0xF)
+	if m.subdirs.Load()&bit != 0 {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(m.logPath(u)), 0o750); err != nil {
+		return err
+	}
+	m.subdirs.Or(bit)
+	return nil
+}
+
+// openFile is os.OpenFile for a regular file without the attempt to
+// register it with the runtime's network poller, which costs several
+// system calls and cannot succeed for a regular file.
+func openFile(path string, flag int, perm os.FileMode) (*os.File, error) {
+	for {
+		fd, err := unix.Open(path, flag|unix.O_CLOEXEC, uint32(perm.Perm()))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		return os.NewFile(uintptr(fd), path), nil
+	}
 }
 
 // logPath is where a task's log lives: like Proxmox, in a subdirectory
@@ -355,10 +389,10 @@ func (m *Manager) create(u UPID) (*run, error) {
 		return nil, fmt.Errorf("look up task index: %w", err)
 	}
 	path := m.logPath(u)
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	if err := m.logSubdir(u); err != nil {
 		return nil, fmt.Errorf("create log directory: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640)
+	f, err := openFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640)
 	if errors.Is(err, fs.ErrExist) {
 		return nil, errCollision
 	}
@@ -765,7 +799,7 @@ func (m *Manager) FollowBatches(ctx context.Context, upid string, start int, emi
 		return fmt.Errorf("follow task log %s: start %d is negative", upid, start)
 	}
 	r := m.lookup(upid)
-	f, err := os.Open(m.logPath(u))
+	f, err := openFile(m.logPath(u), os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("follow task log %s: %w", upid, store.ErrNotFound)
 	}
