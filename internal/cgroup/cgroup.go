@@ -20,7 +20,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Controllers this package manages.
@@ -173,6 +176,8 @@ type Group struct {
 	name string
 	// dirs maps each hierarchy path used to the group's directory in it.
 	dirs map[string]string
+	// order is the hierarchies of dirs, sorted.
+	order []string
 }
 
 // Open returns the group named name (a relative slash path such as
@@ -194,14 +199,18 @@ func (l Layout) Open(name string) (*Group, error) {
 	if p, ok := l.V1["cpuacct"]; ok {
 		g.dirs[p] = filepath.Join(p, name)
 	}
+	for h := range g.dirs {
+		g.order = append(g.order, h)
+	}
+	slices.Sort(g.order)
 	return g, nil
 }
 
 // Dirs returns the group's directory in each hierarchy, sorted.
 func (g *Group) Dirs() []string {
-	var out []string
-	for _, d := range g.dirs {
-		out = append(out, d)
+	out := make([]string, 0, len(g.order))
+	for _, h := range g.order {
+		out = append(out, g.dirs[h])
 	}
 	slices.Sort(out)
 	return out
@@ -210,23 +219,107 @@ func (g *Group) Dirs() []string {
 // Create makes the group's directories and applies lim. On cgroup v2 it
 // enables the needed controllers in the parents' subtree_control; on v1
 // it initialises cpuset from the parent.
+//
+// Ancestors are prepared once per process and parent directory (see
+// prepared); after that a group costs one mkdir per hierarchy plus a
+// write per limit that differs from the kernel's default. A group that
+// already existed gets every limit written, as Set does.
 func (g *Group) Create(lim Limits) error {
-	for h, d := range g.dirs {
-		if h == g.l.Unified {
-			if err := g.enableV2(); err != nil {
-				return err
-			}
+	fresh := true
+	for _, h := range g.order {
+		d := g.dirs[h]
+		made, err := g.mkdir(h, d)
+		if err != nil {
+			return err
 		}
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("create cgroup %s: %w", d, err)
-		}
+		fresh = fresh && made
 		if p, ok := g.l.V1["cpuset"]; ok && p == h {
-			if err := initCpuset(p, d); err != nil {
+			if err := g.cpusetReady(p, d, made); err != nil {
 				return err
 			}
 		}
 	}
-	return g.Set(lim)
+	if !fresh {
+		return g.Set(lim)
+	}
+	return g.set(lim, true)
+}
+
+// prepared holds, per parent directory of a group, that this process made
+// sure of its ancestors (created, v2 controllers enabled, v1 cpuset
+// initialised); for the v1 cpuset parent the value says whether new
+// children inherit cpus and mems (cgroup.clone_children works), so that
+// their copy can be skipped.
+var prepared sync.Map // string → bool
+
+// mkdir creates group directory d in hierarchy h, preparing its ancestors
+// the first time; it reports whether d was new.
+func (g *Group) mkdir(h, d string) (bool, error) {
+	parent := filepath.Dir(d)
+	if _, ok := prepared.Load(parent); !ok {
+		if err := g.prepare(h, parent); err != nil {
+			return false, err
+		}
+	}
+	err := unix.Mkdir(d, 0o755)
+	if errors.Is(err, unix.ENOENT) {
+		// The parent went away since it was prepared.
+		prepared.Delete(parent)
+		if err := g.prepare(h, parent); err != nil {
+			return false, err
+		}
+		err = unix.Mkdir(d, 0o755)
+	}
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.EEXIST):
+		return false, nil
+	}
+	return false, fmt.Errorf("create cgroup %s: %w", d, err)
+}
+
+// prepare creates parent (a group's parent directory in hierarchy h) and
+// its ancestors, enabling v2 controllers along the way or, on the v1
+// cpuset hierarchy, initialising cpus and mems and turning on
+// clone_children so that new groups inherit them.
+func (g *Group) prepare(h, parent string) error {
+	if h == g.l.Unified {
+		if err := g.enableV2(); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("create cgroup %s: %w", parent, err)
+	}
+	if p, ok := g.l.V1["cpuset"]; ok && p == h {
+		if parent != p {
+			if err := initCpuset(p, parent); err != nil {
+				return err
+			}
+		}
+		_ = write(filepath.Join(parent, "cgroup.clone_children"), "1")
+	}
+	prepared.LoadOrStore(parent, false)
+	return nil
+}
+
+// cpusetReady makes sure v1 cpuset group d has cpus and mems (it refuses
+// tasks otherwise). When d is new and its parent is known to pass them on
+// (clone_children), nothing is read.
+func (g *Group) cpusetReady(root, d string, made bool) error {
+	parent := filepath.Dir(d)
+	if clones, _ := prepared.Load(parent); made && clones == true {
+		return nil
+	}
+	inherited, err := initCpusetDir(parent, d)
+	if err != nil {
+		return err
+	}
+	if made && inherited {
+		prepared.Store(parent, true)
+	}
+	return nil
 }
 
 // enableV2 turns on the v2 controllers this package uses in every
@@ -241,10 +334,16 @@ func (g *Group) enableV2() error {
 	if len(want) == 0 {
 		return nil
 	}
+	// Every ancestor of the group enables them for its children; the
+	// group itself is made by the caller.
 	dir := g.l.Unified
-	for _, part := range strings.Split(g.name, "/") {
-		if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(strings.Join(want, " ")), 0); err != nil {
+	parts := strings.Split(g.name, "/")
+	for i, part := range parts {
+		if err := write(filepath.Join(dir, "cgroup.subtree_control"), strings.Join(want, " ")); err != nil {
 			return fmt.Errorf("enable cgroup v2 controllers %v in %s: %w", want, dir, err)
+		}
+		if i == len(parts)-1 {
+			break
 		}
 		dir = filepath.Join(dir, part)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -269,21 +368,32 @@ func initCpuset(root, dir string) error {
 		if err := os.MkdirAll(cur, 0o755); err != nil {
 			return fmt.Errorf("create cgroup %s: %w", cur, err)
 		}
-		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-			b, err := os.ReadFile(filepath.Join(cur, f))
-			if err == nil && strings.TrimSpace(string(b)) != "" {
-				continue
-			}
-			pv, err := os.ReadFile(filepath.Join(parent, f))
-			if err != nil {
-				return fmt.Errorf("init cpuset: %w", err)
-			}
-			if err := os.WriteFile(filepath.Join(cur, f), pv, 0); err != nil {
-				return fmt.Errorf("init cpuset %s: %w", cur, err)
-			}
+		if _, err := initCpusetDir(parent, cur); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// initCpusetDir copies cpuset.cpus and cpuset.mems from parent to dir
+// where dir's are empty; it reports whether both were set already.
+func initCpusetDir(parent, dir string) (bool, error) {
+	had := true
+	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+		b, err := readFile(filepath.Join(dir, f))
+		if err == nil && strings.TrimSpace(string(b)) != "" {
+			continue
+		}
+		had = false
+		pv, err := readFile(filepath.Join(parent, f))
+		if err != nil {
+			return false, fmt.Errorf("init cpuset: %w", err)
+		}
+		if err := write(filepath.Join(dir, f), string(pv)); err != nil {
+			return false, fmt.Errorf("init cpuset %s: %w", dir, err)
+		}
+	}
+	return had, nil
 }
 
 // file returns the group's path of a control file of controller c.
@@ -295,20 +405,91 @@ func (g *Group) file(c, name string) (string, bool, error) {
 	return filepath.Join(g.dirs[h], name), v2, nil
 }
 
+// write stores val in control file path with plain system calls: os
+// file I/O would register every cgroup file (they are pollable) with the
+// runtime's poller and remove it again, three system calls more per write.
+// O_CREAT keeps it working on the plain directories tests use.
 func write(path, val string) error {
-	if err := os.WriteFile(path, []byte(val), 0); err != nil {
+	if err := writeFlags(path, val, unix.O_CREAT|unix.O_TRUNC); err != nil {
 		return fmt.Errorf("cgroup: write %q to %s: %w", val, path, err)
 	}
 	return nil
 }
 
-// Set applies lim to an existing group. Unlimited values are written as
-// such, so Set also lifts limits.
-func (g *Group) Set(lim Limits) error {
-	if err := g.setMemory(lim); err != nil {
+// writeOptional is write on a file the kernel may lack (such as
+// memory.memsw.limit_in_bytes without swap accounting): a missing file is
+// not an error.
+func writeOptional(path, val string) error {
+	err := writeFlags(path, val, 0)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	return fmt.Errorf("cgroup: write %q to %s: %w", val, path, err)
+}
+
+func writeFlags(path, val string, flags int) error {
+	fd, err := openRetry(path, unix.O_WRONLY|unix.O_CLOEXEC|flags, 0o644)
+	if err != nil {
 		return err
 	}
-	if lim.Pids > 0 || g.l.Has("pids") {
+	defer unix.Close(fd)
+	for {
+		n, err := unix.Write(fd, []byte(val))
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return err
+		case n != len(val):
+			return io.ErrShortWrite
+		}
+		return nil
+	}
+}
+
+func openRetry(path string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Open(path, flags, mode)
+		if !errors.Is(err, unix.EINTR) {
+			return fd, err
+		}
+	}
+}
+
+// readFile reads a control file with plain system calls (see write).
+func readFile(path string) ([]byte, error) {
+	fd, err := openRetry(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var out []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Read(fd, buf)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		case n == 0:
+			return out, nil
+		}
+		out = append(out, buf[:n]...)
+	}
+}
+
+// Set applies lim to an existing group. Unlimited values are written as
+// such, so Set also lifts limits.
+func (g *Group) Set(lim Limits) error { return g.set(lim, false) }
+
+// set applies lim; on a fresh group (just created, every value the
+// kernel's default) it writes only what differs from the default.
+func (g *Group) set(lim Limits, fresh bool) error {
+	if err := g.setMemory(lim, fresh); err != nil {
+		return err
+	}
+	if lim.Pids > 0 || (!fresh && g.l.Has("pids")) {
 		p, _, err := g.file("pids", "pids.max")
 		if err != nil {
 			return err
@@ -321,7 +502,7 @@ func (g *Group) Set(lim Limits) error {
 			return err
 		}
 	}
-	if err := g.setCPU(lim); err != nil {
+	if err := g.setCPU(lim, fresh); err != nil {
 		return err
 	}
 	if lim.CPUs != "" {
@@ -336,8 +517,8 @@ func (g *Group) Set(lim Limits) error {
 	return nil
 }
 
-func (g *Group) setMemory(lim Limits) error {
-	if lim.MemoryBytes == 0 && !g.l.Has("memory") {
+func (g *Group) setMemory(lim Limits, fresh bool) error {
+	if lim.MemoryBytes == 0 && (fresh || !g.l.Has("memory")) {
 		return nil
 	}
 	h, v2 := g.l.where("memory")
@@ -354,14 +535,9 @@ func (g *Group) setMemory(lim Limits) error {
 		if err := write(filepath.Join(d, "memory.max"), mem); err != nil {
 			return err
 		}
-		if _, err := os.Stat(filepath.Join(d, "memory.swap.max")); err == nil {
-			if err := write(filepath.Join(d, "memory.swap.max"), swap); err != nil {
-				return err
-			}
-		}
 		// The whole group is killed together on OOM only when asked;
 		// the default kills the biggest task, which keeps init alive.
-		return nil
+		return writeOptional(filepath.Join(d, "memory.swap.max"), swap)
 	}
 	// v1: memsw (RAM + swap) must stay >= the RAM limit, so order the
 	// writes by whether the limit grows or shrinks.
@@ -371,21 +547,18 @@ func (g *Group) setMemory(lim Limits) error {
 		memsw = strconv.FormatInt(lim.MemoryBytes+lim.SwapBytes, 10)
 	}
 	swFile := filepath.Join(d, "memory.memsw.limit_in_bytes")
-	_, swErr := os.Stat(swFile)
-	if swErr == nil {
-		// Lift memsw first so that lowering or raising RAM always fits.
-		_ = write(swFile, "-1")
+	if !fresh {
+		// Lift memsw first so that lowering or raising RAM always fits
+		// (a fresh group's is unlimited already).
+		_ = writeOptional(swFile, "-1")
 	}
 	if err := write(filepath.Join(d, "memory.limit_in_bytes"), mem); err != nil {
 		return err
 	}
-	if swErr == nil {
-		return write(swFile, memsw)
-	}
-	return nil
+	return writeOptional(swFile, memsw)
 }
 
-func (g *Group) setCPU(lim Limits) error {
+func (g *Group) setCPU(lim Limits, fresh bool) error {
 	if !g.l.Has("cpu") {
 		if lim.CPUQuota > 0 || lim.CPUWeight > 0 {
 			return fmt.Errorf("CPU limits need the cpu cgroup controller, which this host lacks (%s)", g.l.Describe())
@@ -399,13 +572,20 @@ func (g *Group) setCPU(lim Limits) error {
 	if weight == 0 {
 		weight = 100
 	}
+	// A fresh group has no quota, the default period and weight 100.
+	quota, share := !fresh || lim.CPUQuota > 0, !fresh || weight != 100
 	if v2 {
 		q := "max"
 		if lim.CPUQuota > 0 {
 			q = strconv.Itoa(int(lim.CPUQuota * period))
 		}
-		if err := write(filepath.Join(d, "cpu.max"), q+" "+strconv.Itoa(period)); err != nil {
-			return err
+		if quota {
+			if err := write(filepath.Join(d, "cpu.max"), q+" "+strconv.Itoa(period)); err != nil {
+				return err
+			}
+		}
+		if !share {
+			return nil
 		}
 		return write(filepath.Join(d, "cpu.weight"), strconv.Itoa(weight))
 	}
@@ -413,11 +593,18 @@ func (g *Group) setCPU(lim Limits) error {
 	if lim.CPUQuota > 0 {
 		q = strconv.Itoa(int(lim.CPUQuota * period))
 	}
-	if err := write(filepath.Join(d, "cpu.cfs_period_us"), strconv.Itoa(period)); err != nil {
-		return err
+	if !fresh {
+		if err := write(filepath.Join(d, "cpu.cfs_period_us"), strconv.Itoa(period)); err != nil {
+			return err
+		}
 	}
-	if err := write(filepath.Join(d, "cpu.cfs_quota_us"), q); err != nil {
-		return err
+	if quota {
+		if err := write(filepath.Join(d, "cpu.cfs_quota_us"), q); err != nil {
+			return err
+		}
+	}
+	if !share {
+		return nil
 	}
 	// v1 shares: 1024 is the default, as weight 100 is on v2.
 	return write(filepath.Join(d, "cpu.shares"), strconv.Itoa(weight*1024/100))
@@ -426,9 +613,20 @@ func (g *Group) setCPU(lim Limits) error {
 // Add moves process pid (all its threads) into the group on every
 // hierarchy.
 func (g *Group) Add(pid int) error {
-	for _, d := range g.Dirs() {
-		if err := write(filepath.Join(d, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
-			return err
+	v := strconv.Itoa(pid)
+	for _, h := range g.order {
+		d := g.dirs[h]
+		err := writeFlags(filepath.Join(d, "cgroup.procs"), v, 0)
+		if errors.Is(err, unix.ENOSPC) && h == g.l.V1["cpuset"] {
+			// A v1 cpuset group without cpus or mems (its parent
+			// stopped passing them on): fill them in and retry.
+			prepared.Delete(filepath.Dir(d))
+			if err = initCpuset(h, d); err == nil {
+				err = writeFlags(filepath.Join(d, "cgroup.procs"), v, 0)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("cgroup: add process %d to %s: %w", pid, d, err)
 		}
 	}
 	return nil
@@ -439,7 +637,7 @@ func (g *Group) Add(pid int) error {
 func (g *Group) Procs() ([]int, error) {
 	var last error
 	for _, d := range g.Dirs() {
-		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		b, err := readFile(filepath.Join(d, "cgroup.procs"))
 		if err != nil {
 			last = err
 			continue
@@ -499,13 +697,13 @@ func (g *Group) Frozen() (bool, error) {
 	}
 	d := g.dirs[h]
 	if v2 {
-		b, err := os.ReadFile(filepath.Join(d, "cgroup.events"))
+		b, err := readFile(filepath.Join(d, "cgroup.events"))
 		if err != nil {
 			return false, err
 		}
 		return strings.Contains(string(b), "frozen 1"), nil
 	}
-	b, err := os.ReadFile(filepath.Join(d, "freezer.state"))
+	b, err := readFile(filepath.Join(d, "freezer.state"))
 	if err != nil {
 		return false, err
 	}
@@ -522,7 +720,7 @@ func (g *Group) MemoryUsage() (int64, error) {
 	if v2 {
 		name = "memory.current"
 	}
-	b, err := os.ReadFile(filepath.Join(g.dirs[h], name))
+	b, err := readFile(filepath.Join(g.dirs[h], name))
 	if err != nil {
 		return 0, err
 	}
@@ -531,17 +729,25 @@ func (g *Group) MemoryUsage() (int64, error) {
 
 // Remove deletes the group's directories, waiting up to wait for the
 // kernel to release a group whose tasks just died. Missing directories are
-// not an error.
+// not an error. Each directory costs one rmdir; only a busy one is
+// retried.
 func (g *Group) Remove(wait time.Duration) error {
-	deadline := time.Now().Add(wait)
+	var deadline time.Time
 	var errs []error
-	for _, d := range g.Dirs() {
+	for _, h := range g.order {
+		d := g.dirs[h]
 		for {
-			err := os.Remove(d)
-			if err == nil || errors.Is(err, os.ErrNotExist) {
+			err := unix.Rmdir(d)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err == nil || errors.Is(err, unix.ENOENT) {
 				break
 			}
-			if time.Now().After(deadline) {
+			if deadline.IsZero() {
+				deadline = time.Now().Add(wait)
+			}
+			if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
 				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
 				break
 			}
@@ -549,4 +755,30 @@ func (g *Group) Remove(wait time.Duration) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Kill sends SIGKILL to every process in the group (thawing it first, as
+// frozen tasks cannot die) until the group is empty or wait has passed.
+// It is for groups whose owner is gone, such as those of a container
+// whose daemon crashed before it recorded the container's init.
+func (g *Group) Kill(wait time.Duration) error {
+	if fz, _ := g.Frozen(); fz {
+		if err := g.Freeze(false); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		procs, err := g.Procs()
+		if err != nil || len(procs) == 0 {
+			return nil
+		}
+		for _, pid := range procs {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup %s: %d processes still alive after SIGKILL", g.name, len(procs))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -1,10 +1,15 @@
 package cgroup
 
 import (
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -122,4 +127,143 @@ func FuzzDetect(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCreateWritesOnlyNonDefaults: a new group gets only the limits that
+// differ from the kernel's defaults written; a group that existed already
+// gets every value written, lifting old limits (plain directories stand in
+// for cgroup v2 here: a file exists only once written).
+func TestCreateWritesOnlyNonDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		again bool // Create a second time (the group exists)
+		lim   Limits
+		want  map[string]string // file → content; "" = not written
+	}{
+		{name: "fresh unlimited", lim: Limits{},
+			want: map[string]string{"memory.max": "", "memory.swap.max": "", "pids.max": "", "cpu.max": "", "cpu.weight": "", "cpuset.cpus": ""}},
+		{name: "fresh limited", lim: Limits{MemoryBytes: 1 << 30, Pids: 64, CPUQuota: 0.5, CPUWeight: 300, CPUs: "0"},
+			want: map[string]string{"memory.max": "1073741824", "pids.max": "64", "cpu.max": "50000 100000", "cpu.weight": "300", "cpuset.cpus": "0"}},
+		{name: "fresh default weight", lim: Limits{CPUWeight: 100},
+			want: map[string]string{"cpu.weight": ""}},
+		{name: "existing unlimited", again: true, lim: Limits{},
+			want: map[string]string{"memory.max": "max", "pids.max": "max", "cpu.max": "max 100000", "cpu.weight": "100", "cpuset.cpus": ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("cpuset cpu io memory pids\n"), 0o644)
+			l, err := Detect(strings.NewReader("30 1 0:26 / " + root + " rw - cgroup2 cgroup2 rw\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, _ := l.Open("berth/9")
+			if tc.again {
+				if err := g.Create(Limits{MemoryBytes: 1 << 20, Pids: 5}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := g.Create(tc.lim); err != nil {
+				t.Fatal(err)
+			}
+			for f, want := range tc.want {
+				b, err := os.ReadFile(filepath.Join(root, "berth/9", f))
+				if got := strings.TrimSpace(string(b)); err == nil && got != want || err != nil && want != "" {
+					t.Errorf("%s = %q (%v), want %q", f, got, err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestHostGroup runs a group through its life on this host's real cgroup
+// hierarchies: limits read back from the kernel, a process added to every
+// hierarchy, removal refused while it lives, Kill, then nothing left.
+func TestHostGroup(t *testing.T) {
+	if os.Getenv("BERTH_TEST_ROOT") != "1" || os.Geteuid() != 0 {
+		t.Skip("needs root and BERTH_TEST_ROOT=1 (make test sets it as root): creates cgroups")
+	}
+	l, err := DetectHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := "berth-cgtest-" + strconv.Itoa(os.Getpid())
+	t.Cleanup(func() {
+		p, _ := l.Open(parent)
+		_ = p.Remove(time.Second)
+	})
+	read := func(g *Group, c, f string) string {
+		p, _, err := g.file(c, f)
+		if err != nil {
+			return err.Error()
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err.Error()
+		}
+		return strings.TrimSpace(string(b))
+	}
+	memFile, pidsFile := "memory.limit_in_bytes", "pids.max"
+	if _, v2 := l.where("memory"); v2 {
+		memFile = "memory.max"
+	}
+	for i, tc := range []struct {
+		name     string
+		lim      Limits
+		mem, pid string
+	}{
+		{name: "limits", lim: Limits{MemoryBytes: 64 << 20, Pids: 50, CPUQuota: 0.5, CPUWeight: 200, CPUs: "0"}, mem: "67108864", pid: "50"},
+		{name: "unlimited", lim: Limits{}, pid: "max"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, err := l.Open(parent + "/" + strconv.Itoa(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Create(tc.lim); err != nil {
+				t.Fatal(err)
+			}
+			if tc.mem != "" {
+				if got := read(g, "memory", memFile); got != tc.mem {
+					t.Errorf("%s = %s, want %s", memFile, got, tc.mem)
+				}
+			}
+			if got := read(g, "pids", pidsFile); got != tc.pid {
+				t.Errorf("pids.max = %s, want %s", got, tc.pid)
+			}
+			if tc.lim.CPUs != "" {
+				if got := read(g, "cpuset", "cpuset.cpus"); got != tc.lim.CPUs {
+					t.Errorf("cpuset.cpus = %s, want %s", got, tc.lim.CPUs)
+				}
+			}
+			cmd := exec.Command("sleep", "60")
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			if err := g.Add(cmd.Process.Pid); err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range g.Dirs() {
+				b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+				if err != nil || !slices.Contains(strings.Fields(string(b)), strconv.Itoa(cmd.Process.Pid)) {
+					t.Errorf("pid %d not in %s: %q %v", cmd.Process.Pid, d, b, err)
+				}
+			}
+			if err := g.Remove(20 * time.Millisecond); err == nil {
+				t.Error("Remove of a group with a live process succeeded")
+			}
+			if err := g.Kill(2 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			_ = cmd.Wait()
+			if err := g.Remove(2 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range g.Dirs() {
+				if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s left after Remove: %v", d, err)
+				}
+			}
+		})
+	}
 }

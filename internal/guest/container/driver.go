@@ -18,7 +18,6 @@ package container
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,7 +33,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthhq/berth/api"
-	"github.com/berthhq/berth/internal/atomicfile"
 	"github.com/berthhq/berth/internal/cgroup"
 	"github.com/berthhq/berth/internal/ctinit"
 	"github.com/berthhq/berth/internal/guest"
@@ -82,9 +80,6 @@ type Driver struct {
 
 	mu    sync.Mutex
 	perID map[int]*sync.Mutex
-	// reaped holds, per container whose init is this daemon's child, a
-	// channel closed once init is reaped (its cgroups are empty then).
-	reaped map[int]chan struct{}
 	// userns holds, per unprivileged container started by this daemon,
 	// its user namespace (see userNS).
 	userns map[int]cachedNS
@@ -94,6 +89,15 @@ type Driver struct {
 	// held holds, per running container started by this daemon, a
 	// descriptor of its mount namespace (see holdMounts).
 	held map[int]int
+	// children holds the containers whose init is this daemon's child
+	// and not reaped yet (see watch).
+	children map[int]*child
+	// clean holds the containers whose runtime leftovers this daemon
+	// removed and that it has not started since (see precleanup).
+	clean map[int]bool
+	// halts remembers the halt signal of images' init programs (see
+	// haltSignalOf).
+	halts map[haltKey]unix.Signal
 }
 
 // cachedRoot is a container's overlayfs root (a detached mount) and what
@@ -132,7 +136,8 @@ func New(o Options) (*Driver, error) {
 		}
 	}
 	d := &Driver{o: o, dir: filepath.Join(o.DataDir, "containers"), cpus: runtime.NumCPU(),
-		perID: map[int]*sync.Mutex{}, reaped: map[int]chan struct{}{}, userns: map[int]cachedNS{}, roots: map[int]cachedRoot{}, held: map[int]int{}}
+		perID: map[int]*sync.Mutex{}, userns: map[int]cachedNS{}, roots: map[int]cachedRoot{}, held: map[int]int{},
+		children: map[int]*child{}, clean: map[int]bool{}}
 	if o.Cgroups != nil {
 		d.cg = *o.Cgroups
 	} else {
@@ -292,26 +297,27 @@ type runtimeState struct {
 	// KSM is the KSM choice init was started with (ctinit.Spec.KSM);
 	// exec'd commands get the same.
 	KSM string `json:"ksm,omitempty"`
+	// NICs are the indexes of the NICs (host veths) the container was
+	// started with; nil in pidfiles of older daemons (every possible
+	// veth is then looked for at cleanup).
+	NICs []int `json:"nics"`
 }
 
-// running returns the state of guest id's init if it is alive.
+// running returns the state of guest id's init if it is alive. Without
+// reading anything when this daemon started that init (and has not reaped
+// it) or cleaned up after the container's last run.
 func (d *Driver) running(id int) (runtimeState, bool) {
-	b, err := os.ReadFile(d.pidFile(id))
-	if err != nil {
+	if c := d.liveChild(id); c != nil {
+		return c.rs, true
+	}
+	if d.knownClean(id) {
 		return runtimeState{}, false
 	}
-	var rs runtimeState
-	if json.Unmarshal(b, &rs) != nil || rs.PID <= 1 {
+	rs, ok := readPidfile(d.pidFile(id))
+	if !ok {
 		return runtimeState{}, false
 	}
-	st, err := ctinit.StartTime(rs.PID)
-	if err != nil || st != rs.StartTime {
-		return rs, false
-	}
-	if state, err := ctinit.State(rs.PID); err != nil || state == 'Z' || state == 'X' {
-		return rs, false
-	}
-	return rs, true
+	return rs, procAlive(rs.PID, rs.StartTime)
 }
 
 // Status reports running, paused (frozen) or stopped, with init's PID.
@@ -351,20 +357,49 @@ func (d *Driver) Adopt(ctx context.Context, cfg api.Guest) (guest.State, error) 
 }
 
 // cleanup removes a stopped container's runtime leftovers.
-func (d *Driver) cleanup(id int) {
+func (d *Driver) cleanup(id int) { d.cleanupRun(id, nil) }
+
+// cleanupRun removes the pidfile, cgroups and host veths of a stopped
+// container; nics are the NICs it ran with (nil: unknown, every possible
+// veth is looked for). Processes left in the cgroups belong to nobody (a
+// daemon crashed between starting init and recording it) and are killed.
+// When everything is gone the driver remembers the container as clean.
+func (d *Driver) cleanupRun(id int, nics []int) {
 	d.releaseMounts(id)
-	_ = os.Remove(d.pidFile(id))
+	ok := true
+	if err := unix.Unlink(d.pidFile(id)); err != nil && !errors.Is(err, unix.ENOENT) {
+		ok = false
+		d.o.Log.Warn("container pidfile", "guest", id, "err", err)
+	}
 	if g, err := d.cg.Open(cgroupName(id)); err == nil {
-		if err := g.Remove(2 * time.Second); err != nil {
+		if err := g.Remove(100 * time.Millisecond); err != nil {
+			if kerr := g.Kill(2 * time.Second); kerr != nil {
+				d.o.Log.Warn("container cgroup: processes left", "guest", id, "err", kerr)
+			}
+			err = g.Remove(2 * time.Second)
+		}
+		if err != nil {
+			ok = false
 			d.o.Log.Warn("container cgroup", "guest", id, "err", err)
 		}
 	}
-	for i := 0; i < MaxNICs; i++ {
-		name := hostVeth(id, i)
-		if _, err := os.Stat(filepath.Join(d.o.SysRoot, "class/net", name)); err == nil {
-			_ = exec.Command(d.o.IPTool, "link", "del", name).Run()
+	if nics == nil {
+		for i := 0; i < MaxNICs; i++ {
+			nics = append(nics, i)
 		}
 	}
+	for _, i := range nics {
+		name := hostVeth(id, i)
+		if _, err := os.Stat(filepath.Join(d.o.SysRoot, "class/net", name)); err == nil {
+			if err := exec.Command(d.o.IPTool, "link", "del", name).Run(); err != nil {
+				if _, serr := os.Stat(filepath.Join(d.o.SysRoot, "class/net", name)); serr == nil {
+					ok = false
+					d.o.Log.Warn("container veth", "guest", id, "veth", name, "err", err)
+				}
+			}
+		}
+	}
+	d.setClean(id, ok)
 }
 
 // limits turns settings into cgroup limits.
@@ -398,7 +433,7 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	if _, ok := d.running(id); ok {
 		return fmt.Errorf("container %d is already running", id)
 	}
-	d.cleanup(id)
+	d.precleanup(id)
 	ph.mark("precleanup")
 	if d.o.Images == nil {
 		return errors.New("no image store configured")
@@ -519,36 +554,10 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	in.PidFD = -1
 	ph.mark("init")
 	d.holdMounts(id, pid)
-	st, err := ctinit.StartTime(pid)
-	if err != nil {
-		return fmt.Errorf("container init exited at once: see %s", d.consoleLog(id))
-	}
-	rs := runtimeState{PID: pid, StartTime: st, HaltSignal: int(haltSignal(lower, d.upper(id), s.Init)),
-		Privileged: s.Privileged, Started: time.Now().Unix(), KSM: spec.KSM}
-	b, _ := json.Marshal(rs)
-	// No fsync: after a power loss no container runs, and a lost or old
-	// pidfile reads as stopped (the start time no longer matches).
-	if err := atomicfile.WriteRuntime(d.pidFile(id), b, 0o600); err != nil {
+	if err := d.recordStart(id, pid, lower, s, spec.KSM); err != nil {
 		return err
 	}
 	ph.mark("pidfile")
-	// Reap init when it exits while this daemon runs (os.Process waits
-	// through a pidfd on the runtime's poller: no thread per container).
-	if p, err := os.FindProcess(pid); err == nil {
-		ch := make(chan struct{})
-		d.mu.Lock()
-		d.reaped[id] = ch
-		d.mu.Unlock()
-		go func() {
-			_, _ = p.Wait()
-			d.mu.Lock()
-			if d.reaped[id] == ch {
-				delete(d.reaped, id)
-			}
-			d.mu.Unlock()
-			close(ch)
-		}()
-	}
 	if log != nil {
 		log.Printf("container %d started: init PID %d, hostname %s, KSM %s", id, pid, s.Hostname, ksmNote(s.KSM, merge))
 	}
@@ -798,18 +807,17 @@ func (d *Driver) stop(ctx context.Context, id int, log guest.Logger) error {
 		d.cleanup(id)
 		return nil
 	}
-	// A frozen group cannot die: thaw it first.
-	if g, err := d.cg.Open(cgroupName(id)); err == nil {
-		if fz, _ := g.Frozen(); fz {
-			_ = g.Freeze(false)
-		}
+	d.thaw(id)
+	if d.liveChild(id) == nil {
+		// Adopted after a daemon restart: hold its mounts now.
+		d.holdMounts(id, rs.PID)
 	}
 	ph.mark("pre")
 	if err := d.signalAndWait(ctx, id, rs, unix.SIGKILL, 30*time.Second); err != nil {
 		return err
 	}
 	ph.mark("kill")
-	d.cleanup(id)
+	d.cleanupRun(id, rs.NICs)
 	ph.mark("cleanup")
 	if log != nil {
 		log.Printf("container %d stopped", id)
@@ -817,67 +825,65 @@ func (d *Driver) stop(ctx context.Context, id int, log guest.Logger) error {
 	return nil
 }
 
+// thaw thaws container id's cgroup if it is frozen: a frozen group cannot
+// die or act on a signal.
+func (d *Driver) thaw(id int) {
+	if g, err := d.cg.Open(cgroupName(id)); err == nil {
+		if fz, _ := g.Frozen(); fz {
+			_ = g.Freeze(false)
+		}
+	}
+}
+
 // signalAndWait sends sig to init through a pidfd and waits up to timeout
-// for it to exit; it reports whether it did.
+// for it to exit (for this daemon's child: to be reaped, which leaves its
+// cgroups empty). Both wait on the runtime's poller.
 func (d *Driver) signalAndWait(ctx context.Context, id int, rs runtimeState, sig unix.Signal, timeout time.Duration) error {
-	pfd, err := unix.PidfdOpen(rs.PID, 0)
+	if c := d.liveChild(id); c != nil && c.rs.PID == rs.PID && c.rs.StartTime == rs.StartTime {
+		if err := c.p.signal(sig); err != nil {
+			return fmt.Errorf("signal init %d: %w", rs.PID, err)
+		}
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case <-c.done:
+			return nil
+		case <-t.C:
+			return errTimeout
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	p, err := openPidfd(rs.PID)
 	if err != nil {
 		if errors.Is(err, unix.ESRCH) {
 			return nil
 		}
 		return fmt.Errorf("pidfd of init %d: %w", rs.PID, err)
 	}
-	defer unix.Close(pfd)
+	defer p.close()
 	// The PID may have been recycled between reading the pidfile and
 	// opening the pidfd: check the start time again.
-	if st, err := ctinit.StartTime(rs.PID); err != nil || st != rs.StartTime {
+	if !procAlive(rs.PID, rs.StartTime) {
 		return nil
 	}
-	d.mu.Lock()
-	reaped := d.reaped[id]
-	d.mu.Unlock()
-	if err := unix.PidfdSendSignal(pfd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+	if err := p.signal(sig); err != nil {
 		return fmt.Errorf("signal init %d: %w", rs.PID, err)
 	}
-	if err := waitPidfd(ctx, pfd, rs.PID, timeout); err != nil {
-		return err
-	}
-	if reaped != nil {
-		// This daemon's reaper empties the cgroups right after: wait
-		// for it rather than retrying their removal.
-		select {
-		case <-reaped:
-		case <-time.After(time.Second):
-		}
-	}
-	return nil
+	return waitPidfd(ctx, p, rs.PID, timeout)
 }
 
 // errTimeout says a process did not exit in time.
 var errTimeout = errors.New("timed out")
 
-func waitPidfd(ctx context.Context, pfd, pid int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return errTimeout
-		}
-		step := min(left, 100*time.Millisecond)
-		fds := []unix.PollFd{{Fd: int32(pfd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, int(step/time.Millisecond)+1)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return fmt.Errorf("wait for %d: %w", pid, err)
-		}
-		if n > 0 {
-			// Exited; a child of this daemon is reaped by its waiter,
-			// which may lag: a zombie counts as gone.
-			return nil
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+// waitPidfd waits until the process of p (not this daemon's child) exits,
+// up to timeout.
+func waitPidfd(ctx context.Context, p *pidfd, pid int, timeout time.Duration) error {
+	err := p.wait(ctx, false, time.Now().Add(timeout))
+	if err != nil && !errors.Is(err, errTimeout) && ctx.Err() == nil {
+		return fmt.Errorf("wait for %d: %w", pid, err)
 	}
+	return err
 }
 
 // Shutdown asks init to power off (the signal its kind of init expects)
@@ -893,11 +899,7 @@ func (d *Driver) shutdown(ctx context.Context, id int, timeout time.Duration, lo
 		d.cleanup(id)
 		return nil
 	}
-	if g, err := d.cg.Open(cgroupName(id)); err == nil {
-		if fz, _ := g.Frozen(); fz {
-			_ = g.Freeze(false)
-		}
-	}
+	d.thaw(id)
 	sig := unix.Signal(rs.HaltSignal)
 	if sig == 0 {
 		sig = unix.SIGPWR
@@ -915,7 +917,7 @@ func (d *Driver) shutdown(ctx context.Context, id int, timeout time.Duration, lo
 	if err != nil {
 		return err
 	}
-	d.cleanup(id)
+	d.cleanupRun(id, rs.NICs)
 	if log != nil {
 		log.Printf("container %d shut down", id)
 	}
