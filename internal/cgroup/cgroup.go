@@ -757,11 +757,13 @@ func (g *Group) Remove(wait time.Duration) error {
 	return errors.Join(errs...)
 }
 
-// Kill sends SIGKILL to every process in the group (thawing it first, as
-// frozen tasks cannot die) until the group is empty or wait has passed.
-// It is for groups whose owner is gone, such as those of a container
-// whose daemon crashed before it recorded the container's init.
-func (g *Group) Kill(wait time.Duration) error {
+// Kill sends SIGKILL to every process in the group for which owned
+// returns true (nil: every process), thawing the group first as frozen
+// tasks cannot die, until none of those is left or wait has passed. It
+// is for groups whose owner is gone, such as those of a container whose
+// daemon crashed before it recorded the container's init; owned lets the
+// caller spare processes it cannot tell are its own.
+func (g *Group) Kill(wait time.Duration, owned func(pid int) bool) error {
 	if fz, _ := g.Frozen(); fz {
 		if err := g.Freeze(false); err != nil {
 			return err
@@ -770,14 +772,21 @@ func (g *Group) Kill(wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	for {
 		procs, err := g.Procs()
-		if err != nil || len(procs) == 0 {
+		if err != nil {
 			return nil
 		}
+		n := 0
 		for _, pid := range procs {
-			_ = unix.Kill(pid, unix.SIGKILL)
+			if owned == nil || owned(pid) {
+				_ = unix.Kill(pid, unix.SIGKILL)
+				n++
+			}
+		}
+		if n == 0 {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("cgroup %s: %d processes still alive after SIGKILL", g.name, len(procs))
+			return fmt.Errorf("cgroup %s: %d processes still alive after SIGKILL", g.name, n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

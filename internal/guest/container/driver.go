@@ -361,8 +361,10 @@ func (d *Driver) cleanup(id int) { d.cleanupRun(id, nil) }
 
 // cleanupRun removes the pidfile, cgroups and host veths of a stopped
 // container; nics are the NICs it ran with (nil: unknown, every possible
-// veth is looked for). Processes left in the cgroups belong to nobody (a
-// daemon crashed between starting init and recording it) and are killed.
+// veth is looked for). Processes left in the cgroups whose root is this
+// container's overlayfs belong to nobody (a daemon crashed between
+// starting init and recording it) and are killed; others are spared
+// (another daemon's container of the same number on a shared host).
 // When everything is gone the driver remembers the container as clean.
 func (d *Driver) cleanupRun(id int, nics []int) {
 	d.releaseMounts(id)
@@ -373,7 +375,7 @@ func (d *Driver) cleanupRun(id int, nics []int) {
 	}
 	if g, err := d.cg.Open(cgroupName(id)); err == nil {
 		if err := g.Remove(100 * time.Millisecond); err != nil {
-			if kerr := g.Kill(2 * time.Second); kerr != nil {
+			if kerr := g.Kill(2*time.Second, d.ownedBy(id)); kerr != nil {
 				d.o.Log.Warn("container cgroup: processes left", "guest", id, "err", kerr)
 			}
 			err = g.Remove(2 * time.Second)
@@ -808,10 +810,6 @@ func (d *Driver) stop(ctx context.Context, id int, log guest.Logger) error {
 		return nil
 	}
 	d.thaw(id)
-	if d.liveChild(id) == nil {
-		// Adopted after a daemon restart: hold its mounts now.
-		d.holdMounts(id, rs.PID)
-	}
 	ph.mark("pre")
 	if err := d.signalAndWait(ctx, id, rs, unix.SIGKILL, 30*time.Second); err != nil {
 		return err

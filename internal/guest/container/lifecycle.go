@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -307,6 +309,32 @@ func procAlive(pid int, startTime uint64) bool {
 		return false
 	}
 	return b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// ownedBy returns a test of whether a process runs in container id of
+// this data directory: its root is an overlayfs whose upper layer is the
+// container's.
+func (d *Driver) ownedBy(id int) func(pid int) bool {
+	want := "upperdir=" + d.upper(id)
+	return func(pid int) bool {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/mountinfo")
+		if err != nil {
+			return false
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			sep := slices.Index(f, "-")
+			if len(f) < 5 || f[4] != "/" || sep < 0 || len(f) < sep+4 || f[sep+1] != "overlay" {
+				continue
+			}
+			for _, o := range strings.Split(f[sep+3], ",") {
+				if o == want {
+					return true
+				}
+			}
+		}
+		return false
+	}
 }
 
 // watch reaps container id's init (this daemon's child) when it exits.
