@@ -38,6 +38,10 @@ type unixConn struct {
 	bw *bufio.Writer
 }
 
+func newUnixConn(c net.Conn) *unixConn {
+	return &unixConn{Conn: c, br: bufio.NewReader(c), bw: bufio.NewWriter(c)}
+}
+
 var _ http.RoundTripper = (*unixTransport)(nil)
 
 // RoundTrip implements http.RoundTripper. A request that fails on a
@@ -52,6 +56,12 @@ func (t *unixTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp, sent, err := t.exchange(uc, req)
 		if err == nil {
+			if reused && resp.StatusCode == http.StatusSwitchingProtocols {
+				// The stream keeps the connection. A client that reuses
+				// connections likely sends another request after the
+				// stream: dial its connection now, while the stream runs.
+				go t.refill()
+			}
 			return resp, nil
 		}
 		if !reused || sent || attempt > 0 || req.Context().Err() != nil {
@@ -93,7 +103,22 @@ func (t *unixTransport) conn(ctx context.Context) (*unixConn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return &unixConn{Conn: c, br: bufio.NewReader(c), bw: bufio.NewWriter(c)}, false, nil
+	return newUnixConn(c), false, nil
+}
+
+// refill adds a new connection to an empty pool.
+func (t *unixTransport) refill() {
+	t.mu.Lock()
+	empty := len(t.idle) == 0
+	t.mu.Unlock()
+	if !empty {
+		return
+	}
+	c, err := net.Dial("unix", t.socket)
+	if err != nil {
+		return // the next request dials and reports the error
+	}
+	t.put(newUnixConn(c))
 }
 
 // put returns a connection whose exchange is complete to the pool.

@@ -87,6 +87,17 @@ func TestUnixTransport(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	})
+	mux.HandleFunc("/upgrade", func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw) // echo until the client closes
+	})
 	sock, conns, srv := unixServer(t, mux)
 	hc := &http.Client{Transport: &unixTransport{socket: sock}}
 	ctx := context.Background()
@@ -123,6 +134,35 @@ func TestUnixTransport(t *testing.T) {
 	}
 	if n := conns.Load(); n != before+1 {
 		t.Errorf("request after an early close: %d new connections, want 1", n-before)
+	}
+
+	// An upgrade takes its connection out of the pool; the transport dials
+	// a replacement in the background, so the next request does not.
+	want := conns.Load() + 1 // the upgrade reuses the idle connection
+	req, _ := http.NewRequest("POST", "http://berth/upgrade", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "test")
+	resp, err = hc.Do(req)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	rwc := resp.Body.(io.ReadWriteCloser)
+	if _, err := rwc.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(rwc, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("upgraded stream echoed %q, %v", buf, err)
+	}
+	rwc.Close()
+	for i := 0; conns.Load() < want && i < 500; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if body, _, err := get(t, hc, ctx, "/small"); err != nil || body != "hello" {
+		t.Fatalf("GET after an upgrade = %q, %v", body, err)
+	}
+	if n := conns.Load(); n != want {
+		t.Errorf("upgrade and a request after it: %d connections in all, want %d (the refill only)", n, want)
 	}
 
 	// The server closes idle connections (as at its idle timeout): the
