@@ -1274,3 +1274,104 @@ func TestFollowBatches(t *testing.T) {
 		t.Errorf("lines of the ended task from line 1: %q", got)
 	}
 }
+
+// spares returns the spare log files in dir.
+func spares(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, ".spare-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestSpareLogs checks the spare log files: tasks get their logs renamed
+// from spares created in the background (the second task on, once the
+// first started the refill), a spare never replaces an existing log, a log
+// subdirectory removed behind the Manager's back is made again, Shutdown
+// removes the spares, and a new Manager removes the spares a crashed one
+// left while Recover ignores them.
+func TestSpareLogs(t *testing.T) {
+	c := newClock(time.Unix(1_700_000_000, 0))
+	e := newEnv(t, task.Options{Now: c.Now})
+	ok := func(context.Context, *task.Log) error { return nil }
+	e.wait(t, e.start(t, spec, ok))
+	deadline := time.Now().Add(10 * time.Second)
+	for len(spares(t, e.logDir)) < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := len(spares(t, e.logDir)); n != 2 {
+		t.Fatalf("%d spare logs after the first task, want 2", n)
+	}
+	before := spares(t, e.logDir)
+	upid := e.start(t, spec, func(ctx context.Context, l *task.Log) error { l.Println("from a spare"); return nil })
+	e.wait(t, upid)
+	if diff := cmp.Diff([]string{"from a spare", "TASK OK"}, e.logLines(t, upid)); diff != "" {
+		t.Errorf("log of a task on a spare (-want +got):\n%s", diff)
+	}
+	u, err := task.ParseUPID(upid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(logFile(e.logDir, u))
+	if err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("log file: %v, %v; want mode 0640", fi, err)
+	}
+	used := 0
+	for _, p := range before {
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			used++
+		}
+	}
+	if used != 1 {
+		t.Errorf("%d of the spares were used by one task, want 1", used)
+	}
+
+	// An existing log at the next UPID is kept and the UPID skipped.
+	next := task.UPID{Node: "pve1", PID: u.PID, PStart: u.PStart, StartTime: u.StartTime + 1, Type: spec.Type, ID: spec.ID, User: spec.User}
+	if err := os.MkdirAll(filepath.Dir(logFile(e.logDir, next)), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(logFile(e.logDir, next), []byte("someone else's\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	got := e.start(t, spec, ok)
+	e.wait(t, got)
+	if got == next.String() {
+		t.Errorf("task got the UPID of an existing log")
+	}
+	if b, _ := os.ReadFile(logFile(e.logDir, next)); string(b) != "someone else's\n" {
+		t.Errorf("existing log now holds %q", b)
+	}
+
+	// A removed subdirectory is made again.
+	for i := 0; i < 16; i++ {
+		if err := os.RemoveAll(filepath.Join(e.logDir, fmt.Sprintf("%X", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.wait(t, e.start(t, spec, ok))
+
+	if err := e.m.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := spares(t, e.logDir); len(s) != 0 {
+		t.Errorf("spares left after Shutdown: %v", s)
+	}
+
+	// A crashed daemon's spares: removed, never indexed.
+	stale := filepath.Join(e.logDir, ".spare-1-2-3")
+	if err := os.WriteFile(stale, nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := task.NewManager(e.st, e.logDir, "pve1", testLogger(t), task.Options{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale spare not removed: %v", err)
+	}
+	if n, err := m2.Recover(context.Background()); err != nil || n != 0 {
+		t.Errorf("Recover after the spares = %d, %v; want 0, nil", n, err)
+	}
+}
