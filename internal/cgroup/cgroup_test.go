@@ -275,3 +275,47 @@ func TestHostGroup(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkHostCreateRemove is a container's cgroup work without a
+// process: Create with a memory and pids limit, Remove; beside it the
+// bare mkdir and rmdir of the same directories (the kernel's share).
+func BenchmarkHostCreateRemove(b *testing.B) {
+	if os.Getenv("BERTH_TEST_ROOT") != "1" || os.Geteuid() != 0 {
+		b.Skip("needs root and BERTH_TEST_ROOT=1: creates cgroups")
+	}
+	l, err := DetectHost()
+	if err != nil {
+		b.Fatal(err)
+	}
+	parent := "berth-cgbench-" + strconv.Itoa(os.Getpid())
+	defer func() {
+		p, _ := l.Open(parent)
+		_ = p.Remove(time.Second)
+	}()
+	g, _ := l.Open(parent + "/1")
+	lim := Limits{MemoryBytes: 64 << 20, Pids: 100}
+	b.Run("Create+Remove", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if err := g.Create(lim); err != nil {
+				b.Fatal(err)
+			}
+			if err := g.Remove(time.Second); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("mkdir+rmdir", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			for _, d := range g.Dirs() {
+				if err := unix.Mkdir(d, 0o755); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for _, d := range g.Dirs() {
+				if err := unix.Rmdir(d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}
