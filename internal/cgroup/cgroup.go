@@ -759,21 +759,23 @@ func (g *Group) Remove(wait time.Duration) error {
 
 // Kill sends SIGKILL to every process in the group for which owned
 // returns true (nil: every process), thawing the group first as frozen
-// tasks cannot die, until none of those is left or wait has passed. It
-// is for groups whose owner is gone, such as those of a container whose
-// daemon crashed before it recorded the container's init; owned lets the
-// caller spare processes it cannot tell are its own.
-func (g *Group) Kill(wait time.Duration, owned func(pid int) bool) error {
+// tasks cannot die, until none of those is left or wait has passed; it
+// returns how many processes it signalled. It is for groups whose owner
+// is gone, such as those of a container whose daemon crashed before it
+// recorded the container's init; owned lets the caller spare processes it
+// cannot tell are its own.
+func (g *Group) Kill(wait time.Duration, owned func(pid int) bool) (int, error) {
 	if fz, _ := g.Frozen(); fz {
 		if err := g.Freeze(false); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	deadline := time.Now().Add(wait)
+	killed := 0
 	for {
 		procs, err := g.Procs()
 		if err != nil {
-			return nil
+			return killed, nil
 		}
 		n := 0
 		for _, pid := range procs {
@@ -782,11 +784,12 @@ func (g *Group) Kill(wait time.Duration, owned func(pid int) bool) error {
 				n++
 			}
 		}
+		killed += n
 		if n == 0 {
-			return nil
+			return killed, nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("cgroup %s: %d processes still alive after SIGKILL", g.name, n)
+			return killed, fmt.Errorf("cgroup %s: %d processes still alive after SIGKILL", g.name, n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -254,13 +254,13 @@ func TestHostGroup(t *testing.T) {
 			if err := g.Remove(20 * time.Millisecond); err == nil {
 				t.Error("Remove of a group with a live process succeeded")
 			}
-			if err := g.Kill(time.Second, func(int) bool { return false }); err != nil {
-				t.Fatal(err)
+			if n, err := g.Kill(time.Second, func(int) bool { return false }); err != nil || n != 0 {
+				t.Fatalf("Kill sparing everything = %d, %v", n, err)
 			}
 			if err := unix.Kill(cmd.Process.Pid, 0); err != nil {
 				t.Fatalf("Kill killed a process owned returned false for: %v", err)
 			}
-			if err := g.Kill(2*time.Second, func(pid int) bool { return pid == cmd.Process.Pid }); err != nil {
+			if _, err := g.Kill(2*time.Second, func(pid int) bool { return pid == cmd.Process.Pid }); err != nil {
 				t.Fatal(err)
 			}
 			_ = cmd.Wait()

@@ -374,15 +374,19 @@ func (d *Driver) cleanupRun(id int, nics []int) {
 		d.o.Log.Warn("container pidfile", "guest", id, "err", err)
 	}
 	if g, err := d.cg.Open(cgroupName(id)); err == nil {
-		if err := g.Remove(100 * time.Millisecond); err != nil {
-			if kerr := g.Kill(2*time.Second, d.ownedBy(id)); kerr != nil {
+		rerr := g.Remove(100 * time.Millisecond)
+		if rerr != nil {
+			n, kerr := g.Kill(2*time.Second, d.ownedBy(id))
+			if kerr != nil {
 				d.o.Log.Warn("container cgroup: processes left", "guest", id, "err", kerr)
 			}
-			err = g.Remove(2 * time.Second)
+			if n > 0 {
+				rerr = g.Remove(2 * time.Second)
+			}
 		}
-		if err != nil {
+		if rerr != nil {
 			ok = false
-			d.o.Log.Warn("container cgroup", "guest", id, "err", err)
+			d.o.Log.Warn("container cgroup", "guest", id, "err", rerr)
 		}
 	}
 	if nics == nil {

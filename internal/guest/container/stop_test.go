@@ -3,8 +3,10 @@ package container_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -138,5 +140,48 @@ func TestStopLeavesNothing(t *testing.T) {
 	e.start(g)
 	if out, code := e.run(g, "echo ok"); code != 0 || out != "ok\n" {
 		t.Errorf("exec after the restarts: %q, %d", out, code)
+	}
+}
+
+// TestCleanupSparesForeignProcesses: a process in a stopped container's
+// cgroups that does not run in the container's root (another daemon's
+// container of the same number on a shared host, an admin's process) is
+// not killed by the cleanup; the cgroups go once it has left.
+func TestCleanupSparesForeignProcesses(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	g := e.create(161, nil)
+	l, err := cgroup.DetectHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	grp, _ := l.Open("berth/161")
+	if err := grp.Create(cgroup.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	if err := grp.Add(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := e.d.Adopt(ctx, g); err != nil || st.Status != api.GuestStopped {
+		t.Fatalf("Adopt = %+v, %v; want stopped", st, err)
+	}
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the cleanup killed a process outside the container: %v", err)
+	}
+	if left := e.leftovers(161, 0); len(left) == 0 {
+		t.Error("the cgroups of a live process were removed")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if _, err := e.d.Adopt(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	if left := e.leftovers(161, 0); len(left) > 0 {
+		t.Errorf("left after the foreign process ended: %v", left)
 	}
 }
