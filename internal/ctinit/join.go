@@ -15,19 +15,11 @@ import (
 	"github.com/berthhq/berth/internal/seccomp"
 )
 
-// Namespaces are joined in this order: the user namespace first (it grants
-// the capabilities the others need), the mount namespace last but one.
-var joinOrder = []struct {
-	name string
-	flag int
-}{
-	{"user", unix.CLONE_NEWUSER},
-	{"mnt", unix.CLONE_NEWNS},
-	{"uts", unix.CLONE_NEWUTS},
-	{"ipc", unix.CLONE_NEWIPC},
-	{"net", unix.CLONE_NEWNET},
-	{"cgroup", unix.CLONE_NEWCGROUP},
-}
+// joinFlags are the namespaces an exec'd command joins with one setns on
+// init's pidfd (the kernel enters the user namespace first and checks
+// the others with the credentials it gives); the PID namespace is entered
+// by the forking thread, for its children.
+const joinFlags = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP
 
 // JoinSpec says which container to enter and what to run there.
 type JoinSpec struct {
@@ -113,54 +105,43 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 			started <- -1
 		}
 	}()
+	pidfd, err := unix.PidfdOpen(spec.PID, 0)
+	if err != nil {
+		return 0, fmt.Errorf("container init %d is gone: %w", spec.PID, err)
+	}
+	defer unix.Close(pidfd)
+	// Checked after opening the pidfd: the PID may have been recycled
+	// before.
 	if spec.StartTime != 0 {
 		st, err := StartTime(spec.PID)
 		if err != nil || st != spec.StartTime {
 			return 0, fmt.Errorf("container init %d is gone", spec.PID)
 		}
 	}
-	pidns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/pid", spec.PID), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, fmt.Errorf("open PID namespace of %d: %w", spec.PID, err)
-	}
-	defer unix.Close(pidns)
-	fds := []int{spec.Stdio[0], spec.Stdio[1], spec.Stdio[2]}
-	var names []string
-	for _, ns := range joinOrder {
-		if ns.name == "user" && spec.Privileged {
-			continue
-		}
-		fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", spec.PID, ns.name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return 0, fmt.Errorf("open %s namespace of %d: %w", ns.name, spec.PID, err)
-		}
-		defer unix.Close(fd)
-		fds = append(fds, fd)
-		names = append(names, ns.name)
-	}
+	fds := []int{spec.Stdio[0], spec.Stdio[1], spec.Stdio[2], pidfd}
 	var rep [2]int
 	if err := unix.Pipe2(rep[:], unix.O_CLOEXEC); err != nil {
 		return 0, fmt.Errorf("report pipe: %w", err)
 	}
 	defer unix.Close(rep[0])
 	fds = append(fds, rep[1])
-	p, err := joinProgram(spec, fds, names)
+	p, err := joinProgram(spec, fds)
 	if err != nil {
 		unix.Close(rep[1])
 		return 0, err
 	}
 	// The PID namespace applies to children of this (locked) thread.
-	if err := unix.Setns(pidns, unix.CLONE_NEWPID); err != nil {
+	if err := unix.Setns(pidfd, unix.CLONE_NEWPID); err != nil {
 		unix.Close(rep[1])
 		return 0, fmt.Errorf("join PID namespace: %w", err)
 	}
-	pid, pidfd, err := p.start(0, spawnFlags(spec.KSM) != 0)
+	pid, cpidfd, err := p.start(0, spawnFlags(spec.KSM) != 0)
 	unix.Close(rep[1])
 	if err != nil {
 		return 0, fmt.Errorf("fork into container: %w", err)
 	}
-	defer unix.Close(pidfd)
-	started <- pidfd
+	defer unix.Close(cpidfd)
+	started <- cpidfd
 	sent = true
 	setupErr := p.readReport(rep[0])
 	var ws unix.WaitStatus
@@ -188,9 +169,8 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 }
 
 // joinProgram builds the child's steps. fds are stdin, stdout, stderr,
-// the namespace descriptors (in joinOrder, named by nsNames) and the
-// report pipe's write end.
-func joinProgram(spec JoinSpec, fds []int, nsNames []string) (*program, error) {
+// a pidfd of the container's init and the report pipe's write end.
+func joinProgram(spec JoinSpec, fds []int) (*program, error) {
 	p := newProgram()
 	in := p.useFDs(fds...)
 	p.report = in[len(in)-1]
@@ -210,9 +190,11 @@ func joinProgram(spec JoinSpec, fds []int, nsNames []string) (*program, error) {
 		p.call(name, unix.SYS_CLOSE, 0)
 		p.onReg(0)
 	}
-	for i, name := range nsNames {
-		p.call("join "+name+" namespace", unix.SYS_SETNS, in[3+i], 0)
+	flags := uintptr(joinFlags)
+	if !spec.Privileged {
+		flags |= unix.CLONE_NEWUSER
 	}
+	p.call("join the container's namespaces", unix.SYS_SETNS, in[3], flags)
 	confineCreds(p)
 	// Die with the daemon thread that waits (set after the credential
 	// change, which would clear it).
