@@ -251,7 +251,6 @@ func NewUserNS(base, size int) (int, error) {
 	if err := unix.Pipe2(sync[:], unix.O_CLOEXEC); err != nil {
 		return -1, fmt.Errorf("pipe: %w", err)
 	}
-	defer unix.Close(sync[1])
 	p := newProgram()
 	in := p.useFDs(sync[0])
 	p.report = noFD
@@ -262,11 +261,11 @@ func NewUserNS(base, size int) (int, error) {
 	runtime.UnlockOSThread()
 	unix.Close(sync[0])
 	if err != nil {
+		unix.Close(sync[1])
 		return -1, fmt.Errorf("create a user namespace: %w", err)
 	}
 	defer func() {
-		unix.Close(sync[1])
-		sync[1] = -1
+		unix.Close(sync[1]) // the child's read ends: it exits
 		var ws unix.WaitStatus
 		for {
 			if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
