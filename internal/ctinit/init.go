@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -38,6 +39,52 @@ type Init struct {
 	// PID is the process on the host (a child of the calling daemon
 	// thread's process); PidFD refers to it.
 	PID, PidFD int
+	// Stages are, with Spec.Trace, the setup's stages in order and how
+	// long each took (the last ends when init was executed).
+	Stages []Stage
+}
+
+// Stage is a named part of a container's setup and its duration.
+type Stage struct {
+	Name string
+	Took time.Duration
+}
+
+// tracer records when the setup's children reach each stage: a
+// clock_gettime step per stage into memory the daemon reads afterwards
+// (the children borrow it; with KSM "on" init has a copy, and its stages
+// stay unrecorded).
+type tracer struct {
+	names []string
+	ts    [16]unix.Timespec
+}
+
+// mark appends a step to p that records reaching stage name (nothing when
+// t is nil).
+func (t *tracer) mark(p *program, name string) {
+	if t == nil || len(t.names) == len(t.ts) {
+		return
+	}
+	i := len(t.names)
+	t.names = append(t.names, name)
+	p.keep = append(p.keep, t)
+	p.call("read the clock", unix.SYS_CLOCK_GETTIME, unix.CLOCK_MONOTONIC, uintptr(unsafe.Pointer(&t.ts[i])))
+}
+
+// stages turns the records into durations from base; the last stage ends
+// at end.
+func (t *tracer) stages(base, end unix.Timespec) []Stage {
+	var out []Stage
+	prev, name := base, "fork"
+	for i, next := range t.names {
+		ts := t.ts[i]
+		if ts.Sec == 0 && ts.Nsec == 0 {
+			break // not reached
+		}
+		out = append(out, Stage{Name: name, Took: time.Duration(ts.Nano() - prev.Nano())})
+		prev, name = ts, next
+	}
+	return append(out, Stage{Name: name, Took: time.Duration(end.Nano() - prev.Nano())})
 }
 
 // StartInit starts a container's init and returns once init was executed
@@ -60,19 +107,28 @@ type Init struct {
 // executes init. Nothing in the program waits for the daemon, which is
 // what makes the vfork safe.
 func StartInit(spec Spec) (*Init, error) {
+	var t0 unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &t0)
 	var rep [2]int
 	if err := unix.Pipe2(rep[:], unix.O_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("report pipe: %w", err)
 	}
 	defer unix.Close(rep[0])
-	p, h, err := initProgram(spec, rep[1])
+	var tr *tracer
+	if spec.Trace {
+		tr = &tracer{}
+	}
+	p, h, err := initProgram(spec, rep[1], tr)
 	if err != nil {
 		unix.Close(rep[1])
 		return nil, err
 	}
+	var base, end unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &base)
 	runtime.LockOSThread()
 	cpid, cpidfd, err := p.start(0, true)
 	runtime.UnlockOSThread()
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &end)
 	unix.Close(rep[1])
 	if err != nil {
 		return nil, fmt.Errorf("start container init: %w", err)
@@ -105,6 +161,12 @@ func StartInit(spec Spec) (*Init, error) {
 		return nil, fmt.Errorf("pidfd of container init %d: %w", pid, err)
 	}
 	in.PidFD = fd
+	if tr != nil {
+		var t1 unix.Timespec
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &t1)
+		in.Stages = append([]Stage{{Name: "build", Took: time.Duration(base.Nano() - t0.Nano())}}, tr.stages(base, end)...)
+		in.Stages = append(in.Stages, Stage{Name: "reap", Took: time.Duration(t1.Nano() - end.Nano())})
+	}
 	return in, nil
 }
 
@@ -129,7 +191,7 @@ const atFDCWD = ^uintptr(99) // -100
 // initProgram builds the intermediate child's steps (p) and init's (the
 // child it spawns, whose PID lands in h.pid); rep is the report pipe's
 // write end.
-func initProgram(spec Spec, rep int) (p *program, h *spawnPlan, err error) {
+func initProgram(spec Spec, rep int, tr *tracer) (p *program, h *spawnPlan, err error) {
 	p = newProgram()
 	keep := []int{rep, spec.Console, spec.Null, spec.RootFS}
 	if spec.Self >= 0 {
@@ -150,11 +212,13 @@ func initProgram(spec Spec, rep int) (p *program, h *spawnPlan, err error) {
 		self = in[next]
 		next++
 	}
+	tr.mark(p, "cgroups")
 	one := p.cstr("0")
 	for _, fd := range in[len(in)-len(spec.CgroupProcs):] {
 		p.call("join the container's cgroups", unix.SYS_WRITE, fd, one, 1)
 		p.call("join the container's cgroups", unix.SYS_CLOSE, fd)
 	}
+	tr.mark(p, "userns")
 	if !spec.Privileged {
 		p.call("enter the container's user namespace", unix.SYS_SETNS, in[next], unix.CLONE_NEWUSER)
 		p.call("close the user namespace descriptor", unix.SYS_CLOSE, in[next])
@@ -170,9 +234,12 @@ func initProgram(spec Spec, rep int) (p *program, h *spawnPlan, err error) {
 	}
 	// The cgroups just joined become the root of the new cgroup
 	// namespace.
+	tr.mark(p, "unshare")
 	p.call("create the container's namespaces", unix.SYS_UNSHARE, flags)
+	tr.mark(p, "spawn")
 
 	c := p.child()
+	tr.mark(c, "root")
 	c.call("set up standard descriptors", unix.SYS_DUP3, null, 0, 0)
 	c.call("set up standard descriptors", unix.SYS_DUP3, console, 1, 0)
 	c.call("set up standard descriptors", unix.SYS_DUP3, console, 2, 0)
@@ -185,18 +252,23 @@ func initProgram(spec Spec, rep int) (p *program, h *spawnPlan, err error) {
 	// be searchable by the guest's ids.
 	c.call("enter root file system", unix.SYS_FCHDIR, root)
 	c.call("close root file system descriptor", unix.SYS_CLOSE, root)
+	tr.mark(c, "mounts")
 	mountSpecial(c)
+	tr.mark(c, "net")
 	host := append([]byte(spec.Hostname), 0)
 	c.keep = append(c.keep, host)
 	c.call("set hostname", unix.SYS_SETHOSTNAME, uintptr(unsafe.Pointer(&host[0])), uintptr(len(spec.Hostname)))
 	if err := setupNet(c, spec); err != nil {
 		return nil, nil, err
 	}
+	tr.mark(c, "pivot")
 	c.call("pivot_root", unix.SYS_PIVOT_ROOT, c.cstr("."), c.cstr("."))
 	c.call("detach the host's mounts", unix.SYS_UMOUNT2, c.cstr("."), unix.MNT_DETACH)
 	c.call("change to /", unix.SYS_CHDIR, c.cstr("/"))
 	c.call("clear parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, 0)
+	tr.mark(c, "confine")
 	confine(c, spec.KSM)
+	tr.mark(c, "exec")
 
 	argv := spec.Init
 	if len(argv) == 0 {
@@ -224,6 +296,7 @@ func initProgram(spec Spec, rep int) (p *program, h *spawnPlan, err error) {
 	// (CLONE_PARENT); this process waits until it executed init (or
 	// failed) and exits.
 	h = p.spawn("start init", spawnFlags(spec.KSM)|unix.CLONE_PARENT, c)
+	tr.mark(p, "exit")
 	p.call("exit", unix.SYS_EXIT_GROUP, 0)
 	return p, h, nil
 }

@@ -61,6 +61,9 @@ type Spec struct {
 	// Console is the descriptor init's output goes to, Null one of
 	// /dev/null for its input.
 	Console, Null int
+	// Trace makes the children record when they reach each stage of the
+	// setup (Init.Stages), for the debug log.
+	Trace bool
 	// Self is a descriptor of the berth binary, executed in MiniInitMode
 	// when Init is empty and the image has no /sbin/init; -1 for none.
 	Self int

@@ -537,7 +537,7 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	defer closeAll(procs)
 	spec := ctinit.Spec{Root: d.rootMount(id), Hostname: s.Hostname, Init: s.Init, Privileged: s.Privileged, IPTool: d.o.IPTool,
 		UserNS: userns, NetNS: netns, RootFS: rootFD, CgroupProcs: procs,
-		Console: int(logf.Fd()), Null: int(null.Fd()), Self: int(bin.Fd()), KSM: merge.String()}
+		Console: int(logf.Fd()), Null: int(null.Fd()), Self: int(bin.Fd()), KSM: merge.String(), Trace: ph.on()}
 	for _, n := range s.Nets {
 		cn := ctinit.Net{Name: n.Name, Gateway: n.Gateway, DHCP: n.IP == "dhcp"}
 		if n.IP != "dhcp" && n.IP != "manual" {
@@ -559,6 +559,7 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	unix.Close(in.PidFD)
 	in.PidFD = -1
 	ph.mark("init")
+	ph.detail("init", in.Stages)
 	d.holdMounts(id, pid)
 	if err := d.recordStart(id, pid, lower, s, spec.KSM); err != nil {
 		return err

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/berthhq/berth/internal/ctinit"
 )
 
 // phases times the steps of one operation for a debug log line (where a
@@ -24,7 +26,7 @@ func (d *Driver) phases(op string, id int) *phases {
 
 // mark ends the step called name.
 func (p *phases) mark(name string) {
-	if !p.log.Enabled(context.Background(), slog.LevelDebug) {
+	if !p.on() {
 		return
 	}
 	now := time.Now()
@@ -32,9 +34,23 @@ func (p *phases) mark(name string) {
 	p.last = now
 }
 
+// on reports whether the steps are logged.
+func (p *phases) on() bool { return p.log.Enabled(context.Background(), slog.LevelDebug) }
+
+// detail adds a part of the last step, measured elsewhere, as
+// "step/part".
+func (p *phases) detail(step string, parts []ctinit.Stage) {
+	if !p.on() {
+		return
+	}
+	for _, s := range parts {
+		p.attrs = append(p.attrs, step+"/"+s.Name, s.Took.Round(time.Microsecond))
+	}
+}
+
 // done logs the steps.
 func (p *phases) done() {
-	if !p.log.Enabled(context.Background(), slog.LevelDebug) {
+	if !p.on() {
 		return
 	}
 	p.log.Debug("container "+p.op+" phases", append([]any{"guest", p.id, "total", time.Since(p.start).Round(time.Microsecond)}, p.attrs...)...)
