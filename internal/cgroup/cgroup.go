@@ -673,19 +673,35 @@ func (g *Group) Freeze(on bool) error {
 			val, want = "FROZEN", "FROZEN"
 		}
 	}
-	if err := write(filepath.Join(d, file), val); err != nil {
-		return err
-	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		st, err := g.Frozen()
-		if err == nil && st == on {
-			return nil
+		if err := write(filepath.Join(d, file), val); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("cgroup %s did not reach %s within 10 seconds", d, want)
+		// A v1 freeze can stall for good: a task frozen between vfork
+		// and exec keeps its parent in an unfreezable wait. Thaw and try
+		// again after a while, as runc does.
+		retry := time.Now().Add(100 * time.Millisecond)
+		for {
+			st, err := g.Frozen()
+			if err == nil && st == on {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				if on && !v2 {
+					_ = write(filepath.Join(d, file), "THAWED")
+				}
+				return fmt.Errorf("cgroup %s did not reach %s within 10 seconds", d, want)
+			}
+			if on && !v2 && time.Now().After(retry) {
+				break
+			}
+			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(5 * time.Millisecond)
+		if err := write(filepath.Join(d, file), "THAWED"); err != nil {
+			return err
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

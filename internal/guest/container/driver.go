@@ -397,11 +397,9 @@ func (d *Driver) cleanupRun(id int, nics []int) {
 	for _, i := range nics {
 		name := hostVeth(id, i)
 		if _, err := os.Stat(filepath.Join(d.o.SysRoot, "class/net", name)); err == nil {
-			if err := exec.Command(d.o.IPTool, "link", "del", name).Run(); err != nil {
-				if _, serr := os.Stat(filepath.Join(d.o.SysRoot, "class/net", name)); serr == nil {
-					ok = false
-					d.o.Log.Warn("container veth", "guest", id, "veth", name, "err", err)
-				}
+			if err := deleteLink(name); err != nil {
+				ok = false
+				d.o.Log.Warn("container veth", "guest", id, "veth", name, "err", err)
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/berthhq/berth/internal/ctinit"
@@ -335,6 +336,25 @@ func (d *Driver) ownedBy(id int) func(pid int) bool {
 		}
 		return false
 	}
+}
+
+// deleteLink deletes network interface name over netlink (the kernel
+// deletes a veth's peer with it); a missing one is not an error. The
+// container's network namespace going away deletes its veths too, but
+// in the background, so a stop finds them still there.
+func deleteLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("find %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
 }
 
 // watch reaps container id's init (this daemon's child) when it exits.
