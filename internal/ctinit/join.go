@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -48,6 +49,9 @@ type JoinSpec struct {
 	// TTY makes Stdio[0] (a terminal) the controlling terminal of the
 	// command's new session.
 	TTY bool
+	// Stages, when not nil, receives the stages of the exec and their
+	// durations (see Init.Stages), for the debug log.
+	Stages *[]Stage
 }
 
 // Join runs spec.Argv inside the container and returns its exit status as
@@ -105,6 +109,12 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 			started <- -1
 		}
 	}()
+	var t0, base, end, exited unix.Timespec
+	var tr *tracer
+	if spec.Stages != nil {
+		tr = &tracer{}
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &t0)
+	}
 	pidfd, err := unix.PidfdOpen(spec.PID, 0)
 	if err != nil {
 		return 0, fmt.Errorf("container init %d is gone: %w", spec.PID, err)
@@ -125,7 +135,7 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 	}
 	defer unix.Close(rep[0])
 	fds = append(fds, rep[1])
-	p, err := joinProgram(spec, fds)
+	p, err := joinProgram(spec, fds, tr)
 	if err != nil {
 		unix.Close(rep[1])
 		return 0, err
@@ -135,7 +145,13 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 		unix.Close(rep[1])
 		return 0, fmt.Errorf("join PID namespace: %w", err)
 	}
+	if tr != nil {
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &base)
+	}
 	pid, cpidfd, err := p.start(0, spawnFlags(spec.KSM) != 0)
+	if tr != nil {
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &end)
+	}
 	unix.Close(rep[1])
 	if err != nil {
 		return 0, fmt.Errorf("fork into container: %w", err)
@@ -156,6 +172,11 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 		break
 	}
 	runtime.KeepAlive(p) // the child ran on its memory until execve or exit
+	if tr != nil {
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &exited)
+		*spec.Stages = append([]Stage{{Name: "build", Took: time.Duration(base.Nano() - t0.Nano())}}, tr.stages(base, end)...)
+		*spec.Stages = append(*spec.Stages, Stage{Name: "run", Took: time.Duration(exited.Nano() - end.Nano())})
+	}
 	if setupErr != nil {
 		return 0, fmt.Errorf("entering the container failed: %w", setupErr)
 	}
@@ -170,7 +191,7 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 
 // joinProgram builds the child's steps. fds are stdin, stdout, stderr,
 // a pidfd of the container's init and the report pipe's write end.
-func joinProgram(spec JoinSpec, fds []int) (*program, error) {
+func joinProgram(spec JoinSpec, fds []int, tr *tracer) (*program, error) {
 	p := newProgram()
 	in := p.useFDs(fds...)
 	p.report = in[len(in)-1]
@@ -181,6 +202,7 @@ func joinProgram(spec JoinSpec, fds []int) (*program, error) {
 	if spec.TTY {
 		p.call("set controlling terminal", unix.SYS_IOCTL, 0, unix.TIOCSCTTY, 0)
 	}
+	tr.mark(p, "cgroups")
 	one := p.cstr("0")
 	for _, dir := range spec.Cgroups {
 		name := "join cgroup " + dir
@@ -194,6 +216,7 @@ func joinProgram(spec JoinSpec, fds []int) (*program, error) {
 	if !spec.Privileged {
 		flags |= unix.CLONE_NEWUSER
 	}
+	tr.mark(p, "setns")
 	p.call("join the container's namespaces", unix.SYS_SETNS, in[3], flags)
 	confineCreds(p)
 	// Die with the daemon thread that waits (set after the credential
@@ -204,7 +227,9 @@ func joinProgram(spec JoinSpec, fds []int) (*program, error) {
 		cwd = "/"
 	}
 	p.call("change to "+cwd, unix.SYS_CHDIR, p.cstr(cwd))
+	tr.mark(p, "confine")
 	confine(p, spec.KSM)
+	tr.mark(p, "exec")
 	env := append(append([]string(nil), DefaultEnv...), spec.Env...)
 	e, err := p.execPlan(candidates(spec.Argv[0], env), spec.Argv, env)
 	if err != nil {

@@ -88,8 +88,13 @@ func (d *Driver) Exec(ctx context.Context, cfg api.Guest, req guest.ExecRequest)
 		}
 	}
 	ph.mark("spawn")
+	var stages []ctinit.Stage
+	if ph.on() {
+		spec.Stages = &stages
+	}
 	code, err := ctinit.Join(ctx, spec)
 	ph.mark("wait")
+	ph.detail("wait", stages)
 	st.closeStarted()
 	st.wait()
 	if err != nil {

@@ -31,9 +31,9 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// TestStartPhasesLogged checks the debug log of a start: the driver's
-// phases and, inside "init", the stages the setup's children recorded,
-// in order and each measured.
+// TestStartPhasesLogged checks the debug log of a start and an exec: the
+// driver's phases and, inside "init" and the exec's "wait", the stages
+// the children recorded, in order and each measured.
 func TestStartPhasesLogged(t *testing.T) {
 	e := newEnv(t)
 	var buf lockedBuffer
@@ -46,38 +46,61 @@ func TestStartPhasesLogged(t *testing.T) {
 	e.d = d
 	g := e.create(170, nil)
 	e.start(g)
+	if out, code := e.run(g, "true"); code != 0 {
+		t.Fatalf("exec: %d %s", code, out)
+	}
+	for _, c := range []struct{ op, step, want string }{
+		{"start", "init", "build fork cgroups userns unshare spawn root mounts net pivot confine exec exit reap"},
+		{"exec", "wait", "build fork cgroups setns confine exec run"},
+	} {
+		line, keys := phaseLine(t, buf.String(), c.op)
+		var stages []string
+		for _, k := range keys {
+			if s, ok := strings.CutPrefix(k, c.step+"/"); ok {
+				stages = append(stages, s)
+				if v, _ := line[k].(float64); v <= 0 || time.Duration(v) > time.Minute {
+					t.Errorf("%s stage %s took %v", c.op, k, time.Duration(v))
+				}
+			}
+		}
+		if got := strings.Join(stages, " "); got != c.want {
+			t.Errorf("%s stages %q, want %q", c.op, got, c.want)
+		}
+	}
+}
+
+// phaseLine returns the last "container OP phases" line of a JSON log and
+// its keys in order.
+func phaseLine(t *testing.T, log, op string) (map[string]any, []string) {
+	t.Helper()
 	var line map[string]any
 	var keys []string
-	for _, l := range strings.Split(buf.String(), "\n") {
-		if !strings.Contains(l, `"container start phases"`) {
+	for _, l := range strings.Split(log, "\n") {
+		if !strings.Contains(l, `"container `+op+` phases"`) {
 			continue
 		}
+		line, keys = nil, nil
 		if err := json.Unmarshal([]byte(l), &line); err != nil {
 			t.Fatal(err)
 		}
 		dec := json.NewDecoder(strings.NewReader(l))
-		dec.Token()
+		if _, err := dec.Token(); err != nil {
+			t.Fatal(err)
+		}
 		for dec.More() {
-			k, _ := dec.Token()
+			k, err := dec.Token()
+			if err != nil {
+				t.Fatal(err)
+			}
 			keys = append(keys, k.(string))
 			var skip json.RawMessage
-			dec.Decode(&skip)
-		}
-	}
-	if line == nil {
-		t.Fatalf("no start phases in the debug log:\n%s", buf.String())
-	}
-	var stages []string
-	for _, k := range keys {
-		if s, ok := strings.CutPrefix(k, "init/"); ok {
-			stages = append(stages, s)
-			if v, _ := line[k].(float64); v <= 0 || time.Duration(v) > time.Minute {
-				t.Errorf("stage %s took %v", k, time.Duration(v))
+			if err := dec.Decode(&skip); err != nil {
+				t.Fatal(err)
 			}
 		}
 	}
-	want := "build fork cgroups userns unshare spawn root mounts net pivot confine exec exit reap"
-	if got := strings.Join(stages, " "); got != want {
-		t.Errorf("init stages %q, want %q", got, want)
+	if line == nil {
+		t.Fatalf("no %s phases in the debug log:\n%s", op, log)
 	}
+	return line, keys
 }
