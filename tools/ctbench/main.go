@@ -10,6 +10,10 @@
 //     berth daemon's own RSS growth;
 //   - stopall of those containers (clean shutdowns in parallel).
 //
+// The timed cycles run on a daemon at the default log level; a separate
+// run of -phases cycles on a daemon at debug level gives the driver's
+// per-phase medians first.
+//
 // It needs root and a built berth binary (-berth).
 package main
 
@@ -43,6 +47,7 @@ func main() {
 	n := flag.Int("n", 50, "start/stop cycles per side")
 	density := flag.Int("density", 500, "idle containers for the density and stopall measurements (0 skips)")
 	skipLXC := flag.Bool("no-lxc", false, "skip the LXC side")
+	phases := flag.Int("phases", 20, "cycles of a separate run at debug level for the per-phase breakdown (0 skips)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		log.Fatal("ctbench needs root (namespaces, cgroups, mounts)")
@@ -58,23 +63,72 @@ func main() {
 	defer os.RemoveAll(tmp)
 	os.Chmod(tmp, 0o711)
 	data := filepath.Join(tmp, "data")
-	// The daemon logs at debug level in JSON: the driver's per-phase
-	// timings of guest 1000's cycles are collected; warnings and errors
-	// are passed on.
-	daemon := exec.Command(bin, "serve", "--listen", "none", "--data-dir", data, "--log-level", "debug", "--log-format", "json")
-	stderr, err := daemon.StderrPipe()
+	ctx := context.Background()
+
+	// The per-phase breakdown comes from a daemon logging at debug level
+	// (the driver's phase lines of guest 1000), in cycles of its own: the
+	// timed cycles run on a daemon at the default level, without that
+	// instrumentation.
+	d := startDaemon(bin, data, "debug")
+	tarPath, err := cttest.WriteBusyboxTar(tmp)
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := daemon.Start(); err != nil {
+	must(task(ctx, d.cl, "POST", "/api/v1/images", api.ImageImport{Name: "bb", Source: tarPath}))
+	rootfs := filepath.Join(data, "images", "bb", "rootfs")
+	must(task(ctx, d.cl, "POST", "/api/v1/guests", api.Guest{ID: 1000, Kind: api.GuestContainer, Config: map[string]string{"image": "bb"}}))
+	if *phases > 0 {
+		var steps [3][]time.Duration
+		median(*phases, func() error { return berthCycle(ctx, d.cl, 1000, &steps) })
+		time.Sleep(100 * time.Millisecond) // the last lines of the daemon's log
+		fmt.Printf("where berth's time goes (separate %d cycles, daemon at debug level): start task %s, exec %s, stop task %s\n",
+			*phases, mid(steps[0]), mid(steps[1]), mid(steps[2]))
+		d.ph.print()
+	}
+	d.stop()
+
+	d = startDaemon(bin, data, "info")
+	defer d.stop()
+	cl := d.cl
+	fmt.Printf("start latency (start request -> command ran inside -> hard stop), median of %d cycles, busybox rootfs %s\n", *n, rootfs)
+	var steps [3][]time.Duration
+	berthMed := median(*n, func() error { return berthCycle(ctx, cl, 1000, &steps) })
+	fmt.Printf("  berth (unprivileged, idmapped overlay, API): median %s (start task %s, exec %s, stop task %s)\n",
+		berthMed, mid(steps[0]), mid(steps[1]), mid(steps[2]))
+	if !*skipLXC {
+		lxcMed := median(*n, func() error { return lxcCycle(tmp, rootfs) })
+		fmt.Printf("  lxc (privileged, lxc-start -d + lxc-attach + lxc-stop -k): median %s\n", lxcMed)
+		fmt.Printf("  ratio berth/lxc: %.3f (goal <= 0.2)\n", float64(berthMed)/float64(lxcMed))
+	}
+	must(task(ctx, cl, "DELETE", "/api/v1/guests/1000", nil))
+	floor(*n, rootfs)
+
+	if *density > 0 {
+		densityRun(ctx, cl, d.cmd.Process.Pid, *density)
+	}
+}
+
+// daemon is a berth daemon this benchmark runs, its client and its
+// collected phase log.
+type daemon struct {
+	cmd *exec.Cmd
+	cl  *client.Client
+	ph  *phaseLog
+}
+
+// startDaemon runs berth serve on data, logging JSON at level, and waits
+// for its socket.
+func startDaemon(bin, data, level string) *daemon {
+	cmd := exec.Command(bin, "serve", "--listen", "none", "--data-dir", data, "--log-level", level, "--log-format", "json")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
 		log.Fatal(err)
 	}
-	ph := &phaseLog{byOp: map[string]map[string][]time.Duration{}}
-	go ph.read(stderr)
-	defer func() {
-		daemon.Process.Signal(os.Interrupt)
-		daemon.Wait()
-	}()
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, ph: &phaseLog{byOp: map[string]map[string][]time.Duration{}}}
+	go d.ph.read(stderr)
 	sock := filepath.Join(data, "berth.sock")
 	for i := 0; ; i++ {
 		if c, err := net.Dial("unix", sock); err == nil {
@@ -86,34 +140,14 @@ func main() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	ctx := context.Background()
-	cl := client.NewUnix(sock)
-	tarPath, err := cttest.WriteBusyboxTar(tmp)
-	if err != nil {
-		log.Fatal(err)
-	}
-	must(task(ctx, cl, "POST", "/api/v1/images", api.ImageImport{Name: "bb", Source: tarPath}))
-	rootfs := filepath.Join(data, "images", "bb", "rootfs")
+	d.cl = client.NewUnix(sock)
+	return d
+}
 
-	fmt.Printf("start latency (start request -> command ran inside -> hard stop), median of %d cycles, busybox rootfs %s\n", *n, rootfs)
-	must(task(ctx, cl, "POST", "/api/v1/guests", api.Guest{ID: 1000, Kind: api.GuestContainer, Config: map[string]string{"image": "bb"}}))
-	var steps [3][]time.Duration
-	berthMed := median(*n, func() error { return berthCycle(ctx, cl, 1000, &steps) })
-	fmt.Printf("  berth (unprivileged, idmapped overlay, API): median %s (start task %s, exec %s, stop task %s)\n",
-		berthMed, mid(steps[0]), mid(steps[1]), mid(steps[2]))
-	time.Sleep(100 * time.Millisecond) // the last lines of the daemon's log
-	ph.print()
-	if !*skipLXC {
-		lxcMed := median(*n, func() error { return lxcCycle(tmp, rootfs) })
-		fmt.Printf("  lxc (privileged, lxc-start -d + lxc-attach + lxc-stop -k): median %s\n", lxcMed)
-		fmt.Printf("  ratio berth/lxc: %.3f (goal <= 0.2)\n", float64(berthMed)/float64(lxcMed))
-	}
-	must(task(ctx, cl, "DELETE", "/api/v1/guests/1000", nil))
-	floor(*n, rootfs)
-
-	if *density > 0 {
-		densityRun(ctx, cl, daemon.Process.Pid, *density)
-	}
+// stop ends the daemon (containers keep running: stop them first).
+func (d *daemon) stop() {
+	_ = d.cmd.Process.Signal(os.Interrupt)
+	_ = d.cmd.Wait()
 }
 
 // floor measures what the kernel alone needs for the cycle's processes:
