@@ -121,6 +121,34 @@ func (b *Bolt) Put(ctx context.Context, key string, value []byte, cond Cond) (Ob
 	return Object{Key: key, Value: append([]byte(nil), value...), Digest: d}, nil
 }
 
+// PutBatch writes objs unconditionally in one transaction: one commit and
+// fsync for all (the task manager's group commit). Their digests are
+// computed here; those given are ignored.
+func (b *Bolt) PutBatch(ctx context.Context, objs []Object) error {
+	for _, o := range objs {
+		if err := ValidKey(o.Key); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(objs) == 0 {
+		return nil
+	}
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketName)
+		for _, o := range objs {
+			rec := make([]byte, 0, digestLen+len(o.Value))
+			rec = append(append(rec, Digest(o.Value)...), o.Value...)
+			if err := bk.Put([]byte(o.Key), rec); err != nil {
+				return fmt.Errorf("%s: %w", o.Key, err)
+			}
+		}
+		return nil
+	})
+}
+
 // Delete implements Store.
 func (b *Bolt) Delete(ctx context.Context, key string, cond Cond) error {
 	if err := ValidKey(key); err != nil {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -1373,5 +1375,104 @@ func TestSpareLogs(t *testing.T) {
 	}
 	if n, err := m2.Recover(context.Background()); err != nil || n != 0 {
 		t.Errorf("Recover after the spares = %d, %v; want 0, nil", n, err)
+	}
+}
+
+// TestGroupCommit checks the delayed, batched commit of ended tasks: until
+// it, Get, List and Wait answer from memory and the index holds nothing; a
+// crash in that window (a copy of the data directory taken then) leaves
+// logs that Recover indexes with their real exit status; Shutdown commits
+// at once, several tasks in one batch.
+func TestGroupCommit(t *testing.T) {
+	e := newEnv(t, task.Options{CommitDelay: time.Hour})
+	ctx := context.Background()
+	var upids []string
+	for i, fail := range []bool{false, true, false} {
+		upids = append(upids, e.start(t, task.Spec{Type: "vzstart", ID: strconv.Itoa(100 + i), User: "root@pam"},
+			func(context.Context, *task.Log) error {
+				if fail {
+					return errors.New("no such device")
+				}
+				return nil
+			}))
+	}
+	for _, u := range upids {
+		e.wait(t, u)
+	}
+	want := map[string]string{upids[0]: api.TaskOK, upids[1]: "no such device", upids[2]: api.TaskOK}
+	for _, u := range upids {
+		tk, err := e.m.Get(ctx, u)
+		if err != nil || tk.Status != api.TaskStopped || tk.ExitStatus != want[u] {
+			t.Errorf("Get(%s) before the commit = %+v, %v", u, tk, err)
+		}
+	}
+	if ts, err := e.m.List(ctx, task.Filter{}); err != nil || len(ts) != 3 {
+		t.Errorf("List before the commit = %d tasks, %v; want 3", len(ts), err)
+	}
+	if objs, err := e.st.List(ctx, task.KeyPrefix); err != nil || len(objs) != 0 {
+		t.Fatalf("index before the commit holds %d entries (%v), want none", len(objs), err)
+	}
+
+	// A crash now: what is on disk is a store without the entries and the
+	// logs. A daemon started on it indexes them from the logs.
+	crash := t.TempDir()
+	copyTree(t, filepath.Dir(e.dbPath), crash)
+	st2, err := store.Open(filepath.Join(crash, filepath.Base(e.dbPath)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	m2, err := task.NewManager(st2, filepath.Join(crash, filepath.Base(e.logDir)), "pve1", testLogger(t), task.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := m2.Recover(ctx); err != nil || n != 3 {
+		t.Errorf("Recover after the crash = %d, %v; want 3", n, err)
+	}
+	for _, u := range upids {
+		tk, err := m2.Get(ctx, u)
+		if err != nil || tk.Status != api.TaskStopped || tk.ExitStatus != want[u] {
+			t.Errorf("recovered %s = %+v, %v; want exit status %q", u, tk, err, want[u])
+		}
+	}
+	if err := m2.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Shutdown does not wait an hour: it commits at once.
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := e.m.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range upids {
+		pu, _ := task.ParseUPID(u)
+		tk, _, err := store.GetJSON[api.Task](ctx, e.st, fmt.Sprintf("tasks/%016X-%s", pu.StartTime, u))
+		if err != nil || tk.ExitStatus != want[u] {
+			t.Errorf("index entry of %s after Shutdown = %+v, %v", u, tk, err)
+		}
+	}
+}
+
+// copyTree copies the regular files and directories under src to dst.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		to := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(to, 0o750)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(to, b, 0o640)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
