@@ -962,9 +962,15 @@ func (m *Manager) ReadLog(upid string, start, limit int) (api.TaskLog, error) {
 	var data []byte
 	running := false
 	if r := m.lookup(upid); r != nil {
-		// Read only complete lines; a write may be in progress.
-		size, _, _, done, _ := r.log.snapshot()
-		running = !done
+		// Read only complete lines; a write may be in progress. The run's
+		// done, not the log's, says whether it ended: it is closed first,
+		// after the final line was written.
+		select {
+		case <-r.done:
+		default:
+			running = true
+		}
+		size, _, _, _, _ := r.log.snapshot()
 		data, err = readPrefix(path, size)
 	} else {
 		data, err = os.ReadFile(path)
