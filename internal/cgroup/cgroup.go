@@ -120,8 +120,11 @@ func (l Layout) where(c string) (string, bool) {
 	if l.Unified != "" && slices.Contains(l.V2, c) {
 		return l.Unified, true
 	}
-	if c == "freezer" && l.Unified != "" && len(l.V1["freezer"]) == 0 {
-		// cgroup v2 has a built-in freezer (cgroup.freeze).
+	if c == "freezer" && l.Unified != "" {
+		// cgroup v2 has a built-in freezer (cgroup.freeze), preferred
+		// to v1's on hybrid hosts: every group is on the unified
+		// hierarchy anyway (one hierarchy fewer to join per process),
+		// and v1 can stall freezing a task between vfork and exec.
 		return l.Unified, true
 	}
 	if p, ok := l.V1[c]; ok {
@@ -195,8 +198,9 @@ func (l Layout) Open(name string) (*Group, error) {
 	}
 	if l.Unified != "" {
 		g.dirs[l.Unified] = filepath.Join(l.Unified, name)
-	}
-	if p, ok := l.V1["cpuacct"]; ok {
+	} else if p, ok := l.V1["cpuacct"]; ok {
+		// CPU accounting: v2's cpu.stat has it where a unified
+		// hierarchy exists.
 		g.dirs[p] = filepath.Join(p, name)
 	}
 	for h := range g.dirs {

@@ -41,12 +41,23 @@ func TestDetectHybridAndSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := l.Describe(), "memory=v1 pids=v1 cpu=v1 cpuset=v1 freezer=v1"; got != want {
+	// The freezer is v2's built-in one where a unified hierarchy exists.
+	if got, want := l.Describe(), "memory=v1 pids=v1 cpu=v1 cpuset=v1 freezer=v2"; got != want {
 		t.Errorf("Describe = %q, want %q", got, want)
 	}
 	g, err := l.Open("berth/101")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A process joins one directory per hierarchy in use: not v1's
+	// freezer, nor cpuacct (v2's cpu.stat accounts).
+	var hs []string
+	for _, d := range g.Dirs() {
+		rel, _ := filepath.Rel(root, d)
+		hs = append(hs, strings.Split(rel, "/")[0])
+	}
+	if got, want := strings.Join(hs, " "), "cpu cpuset memory pids unified"; got != want {
+		t.Errorf("hierarchies joined: %q, want %q", got, want)
 	}
 	if err := g.Create(Limits{MemoryBytes: 64 << 20, Pids: 100, CPUQuota: 0.5, CPUWeight: 200, CPUs: "0"}); err != nil {
 		t.Fatal(err)

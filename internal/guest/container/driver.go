@@ -89,6 +89,9 @@ type Driver struct {
 	// held holds, per running container started by this daemon, a
 	// descriptor of its mount namespace (see holdMounts).
 	held map[int]int
+	// releasing holds, per container whose mount namespace is being
+	// released in the background, a channel closed when that is done.
+	releasing map[int]chan struct{}
 	// children holds the containers whose init is this daemon's child
 	// and not reaped yet (see watch).
 	children map[int]*child
@@ -136,7 +139,7 @@ func New(o Options) (*Driver, error) {
 		}
 	}
 	d := &Driver{o: o, dir: filepath.Join(o.DataDir, "containers"), cpus: runtime.NumCPU(),
-		perID: map[int]*sync.Mutex{}, userns: map[int]cachedNS{}, roots: map[int]cachedRoot{}, held: map[int]int{},
+		perID: map[int]*sync.Mutex{}, userns: map[int]cachedNS{}, roots: map[int]cachedRoot{}, held: map[int]int{}, releasing: map[int]chan struct{}{},
 		children: map[int]*child{}, clean: map[int]bool{}}
 	if o.Cgroups != nil {
 		d.cg = *o.Cgroups
@@ -590,10 +593,37 @@ func (d *Driver) holdMounts(id, pid int) {
 	}
 }
 
-// releaseMounts lets container id's mount namespace go (see holdMounts).
+// releaseMounts lets container id's mount namespace go (see holdMounts),
+// in the background.
 func (d *Driver) releaseMounts(id int) {
-	if fd, ok := take(d, d.held, id); ok {
-		go unix.Close(fd)
+	fd, ok := take(d, d.held, id)
+	if !ok {
+		return
+	}
+	done := make(chan struct{})
+	d.mu.Lock()
+	d.releasing[id] = done
+	d.mu.Unlock()
+	go func() {
+		unix.Close(fd) // the teardown runs before close returns
+		close(done)
+		d.mu.Lock()
+		if d.releasing[id] == done {
+			delete(d.releasing, id)
+		}
+		d.mu.Unlock()
+	}()
+}
+
+// waitReleased waits until a background release of container id's mount
+// namespace has finished: its tree holds the container's overlayfs, and a
+// new overlayfs on the same layer is refused while the old one lives.
+func (d *Driver) waitReleased(id int) {
+	d.mu.Lock()
+	ch := d.releasing[id]
+	d.mu.Unlock()
+	if ch != nil {
+		<-ch
 	}
 }
 
@@ -671,6 +701,7 @@ func (d *Driver) rootFS(id, userns int, lower string) (int, error) {
 		ok = false
 	}
 	if !ok {
+		d.waitReleased(id)
 		fd, err := overlayMount(userns, lower, d.upper(id), d.work(id))
 		if err != nil {
 			return -1, err
