@@ -181,6 +181,12 @@ type Group struct {
 	dirs map[string]string
 	// order is the hierarchies of dirs, sorted.
 	order []string
+	// legacy are the group's directories in v1 hierarchies that earlier
+	// berth versions joined and this one does not (freezer, cpuacct on
+	// hybrid hosts): a group made by them is removed there too, and
+	// legacyFreezer (when not "") is where it may have been frozen.
+	legacy        []string
+	legacyFreezer string
 }
 
 // Open returns the group named name (a relative slash path such as
@@ -202,6 +208,16 @@ func (l Layout) Open(name string) (*Group, error) {
 		// CPU accounting: v2's cpu.stat has it where a unified
 		// hierarchy exists.
 		g.dirs[p] = filepath.Join(p, name)
+	}
+	for _, c := range []string{"freezer", "cpuacct"} {
+		if p, ok := l.V1[c]; ok {
+			if _, used := g.dirs[p]; !used {
+				g.legacy = append(g.legacy, filepath.Join(p, name))
+				if c == "freezer" {
+					g.legacyFreezer = filepath.Join(p, name)
+				}
+			}
+		}
 	}
 	for h := range g.dirs {
 		g.order = append(g.order, h)
@@ -665,6 +681,12 @@ func (g *Group) Freeze(on bool) error {
 		return fmt.Errorf("freezing needs the freezer cgroup controller, which this host lacks (%s)", g.l.Describe())
 	}
 	d := g.dirs[h]
+	if !on && g.legacyFreezer != "" {
+		// A group frozen by an earlier berth version through v1.
+		if err := writeOptional(filepath.Join(g.legacyFreezer, "freezer.state"), "THAWED"); err != nil {
+			return err
+		}
+	}
 	var file, val, want string
 	if v2 {
 		file, val, want = "cgroup.freeze", "0", "0"
@@ -716,6 +738,11 @@ func (g *Group) Frozen() (bool, error) {
 		return false, nil
 	}
 	d := g.dirs[h]
+	if g.legacyFreezer != "" {
+		if b, err := readFile(filepath.Join(g.legacyFreezer, "freezer.state")); err == nil && strings.TrimSpace(string(b)) != "THAWED" {
+			return true, nil
+		}
+	}
 	if v2 {
 		b, err := readFile(filepath.Join(d, "cgroup.events"))
 		if err != nil {
@@ -754,8 +781,11 @@ func (g *Group) MemoryUsage() (int64, error) {
 func (g *Group) Remove(wait time.Duration) error {
 	var deadline time.Time
 	var errs []error
+	dirs := make([]string, 0, len(g.order)+len(g.legacy))
 	for _, h := range g.order {
-		d := g.dirs[h]
+		dirs = append(dirs, g.dirs[h])
+	}
+	for _, d := range append(dirs, g.legacy...) {
 		for {
 			err := unix.Rmdir(d)
 			if errors.Is(err, unix.EINTR) {

@@ -330,3 +330,55 @@ func BenchmarkHostCreateRemove(b *testing.B) {
 		}
 	})
 }
+
+// TestHostLegacyFreezer checks a group that an earlier berth version froze
+// through the v1 freezer, on a host with a unified hierarchy (where the
+// freezer is now v2's): it reads as frozen, thawing thaws it there too,
+// and removing the group removes its v1 freezer directory.
+func TestHostLegacyFreezer(t *testing.T) {
+	if os.Getenv("BERTH_TEST_ROOT") != "1" || os.Geteuid() != 0 {
+		t.Skip("needs root and BERTH_TEST_ROOT=1 (make test sets it as root): creates cgroups")
+	}
+	l, err := DetectHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1, ok := l.V1["freezer"]
+	if !ok || l.Unified == "" {
+		t.Skip("not a hybrid host with a v1 freezer: nothing legacy to handle")
+	}
+	name := "berth-cglegacy-" + strconv.Itoa(os.Getpid())
+	g, err := l.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Remove(time.Second); _ = os.Remove(filepath.Join(v1, name)) })
+	if err := g.Create(Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(v1, name)
+	if err := os.Mkdir(old, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(old, "freezer.state"), []byte("FROZEN"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if fz, err := g.Frozen(); err != nil || !fz {
+		t.Fatalf("Frozen() = %v, %v; want true (frozen through v1)", fz, err)
+	}
+	if err := g.Freeze(false); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(old, "freezer.state")); strings.TrimSpace(string(b)) != "THAWED" {
+		t.Errorf("v1 freezer.state %q after thaw, want THAWED", b)
+	}
+	if fz, err := g.Frozen(); err != nil || fz {
+		t.Errorf("Frozen() = %v, %v after thaw; want false", fz, err)
+	}
+	if err := g.Remove(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("v1 freezer directory still there after Remove: %v", err)
+	}
+}
