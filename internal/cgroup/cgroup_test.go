@@ -191,7 +191,10 @@ func TestCreateWritesOnlyNonDefaults(t *testing.T) {
 // TestHostGroup runs a group through its life on this host's real cgroup
 // hierarchies: limits read back from the kernel, a process added to every
 // hierarchy, removal refused while it lives, Kill, then nothing left.
-func TestHostGroup(t *testing.T) {
+// hostLayout is the host's cgroup layout, for tests that make real
+// cgroups (root only).
+func hostLayout(t *testing.T) Layout {
+	t.Helper()
 	if os.Getenv("BERTH_TEST_ROOT") != "1" || os.Geteuid() != 0 {
 		t.Skip("needs root and BERTH_TEST_ROOT=1 (make test sets it as root): creates cgroups")
 	}
@@ -199,6 +202,11 @@ func TestHostGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l
+}
+
+func TestHostGroup(t *testing.T) {
+	l := hostLayout(t)
 	parent := "berth-cgtest-" + strconv.Itoa(os.Getpid())
 	t.Cleanup(func() {
 		p, _ := l.Open(parent)
@@ -336,13 +344,7 @@ func BenchmarkHostCreateRemove(b *testing.B) {
 // freezer is now v2's): it reads as frozen, thawing thaws it there too,
 // and removing the group removes its v1 freezer directory.
 func TestHostLegacyFreezer(t *testing.T) {
-	if os.Getenv("BERTH_TEST_ROOT") != "1" || os.Geteuid() != 0 {
-		t.Skip("needs root and BERTH_TEST_ROOT=1 (make test sets it as root): creates cgroups")
-	}
-	l, err := DetectHost()
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := hostLayout(t)
 	v1, ok := l.V1["freezer"]
 	if !ok || l.Unified == "" {
 		t.Skip("not a hybrid host with a v1 freezer: nothing legacy to handle")
