@@ -188,9 +188,6 @@ func TestCreateWritesOnlyNonDefaults(t *testing.T) {
 	}
 }
 
-// TestHostGroup runs a group through its life on this host's real cgroup
-// hierarchies: limits read back from the kernel, a process added to every
-// hierarchy, removal refused while it lives, Kill, then nothing left.
 // hostLayout is the host's cgroup layout, for tests that make real
 // cgroups (root only).
 func hostLayout(t *testing.T) Layout {
@@ -205,6 +202,9 @@ func hostLayout(t *testing.T) Layout {
 	return l
 }
 
+// TestHostGroup runs a group through its life on this host's real cgroup
+// hierarchies: limits read back from the kernel, a process added to every
+// hierarchy, removal refused while it lives, Kill, then nothing left.
 func TestHostGroup(t *testing.T) {
 	l := hostLayout(t)
 	parent := "berth-cgtest-" + strconv.Itoa(os.Getpid())
