@@ -315,50 +315,104 @@ func spawnFlags(ksm string) uintptr {
 }
 
 // NewUserNS makes a user namespace whose ids 0 to size-1 are host ids
-// base to base+size-1 and returns a descriptor of it. A short-lived child
-// creates it (a fork: the daemon writes the child's id maps while it
-// waits); the namespace lives on as long as the descriptor (and what
-// uses it) does.
+// base to base+size-1 and returns a descriptor of it; the namespace lives
+// on as long as the descriptor (and what uses it) does. A namespace's id
+// maps are written once, from outside, by a process privileged over its
+// parent namespace, so two children share the work, neither with a copy
+// of the daemon's memory: the vforked first child opens its own /proc
+// directory, spawns a helper (sharing the memory; the daemon thread stays
+// suspended until both are gone), unshares a user namespace and signals
+// the helper, which, still the host's root, writes the first child's
+// uid_map and gid_map through that directory and passes its ns/user back
+// over a socket.
 func NewUserNS(base, size int) (int, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socketpair: %w", err)
+	}
+	defer unix.Close(fds[0])
 	var sync [2]int
 	if err := unix.Pipe2(sync[:], unix.O_CLOEXEC); err != nil {
+		unix.Close(fds[1])
 		return -1, fmt.Errorf("pipe: %w", err)
 	}
 	p := newProgram()
-	in := p.useFDs(sync[0])
-	p.report = noFD
-	p.call("wait", unix.SYS_READ, in[0], uintptr(p.buf(1)), 1)
+	in := p.useFDs(fds[1], sync[0], sync[1])
+	sock, syncR, syncW := in[0], in[1], in[2]
+	p.report = sock
+	// The first child's /proc directory, on the descriptor after the
+	// kept ones (the helper inherits it).
+	self := in[2] + 1
+	p.call("open /proc/self", unix.SYS_OPENAT, atFDCWD, p.cstr("/proc/self"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC).setReg = true
+	p.call("open /proc/self", unix.SYS_DUP3, 0, self, unix.O_CLOEXEC)
+	p.onReg(0)
+
+	h := p.child()
+	// If the first child dies, so does the helper (which it would
+	// otherwise leave waiting, holding the daemon's memory); end of file
+	// on the pipe (every write end closed) ends it too.
+	h.call("parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL))
+	h.call("close the pipe's write end", unix.SYS_CLOSE, syncW)
+	h.special("wait for the user namespace", kAwait, h.buf(1), syncR)
+	m := []byte(fmt.Sprintf("0 %d %d\n", base, size))
+	h.keep = append(h.keep, m)
+	for _, f := range []string{"uid_map", "gid_map"} {
+		h.call("write the user namespace's "+f, unix.SYS_OPENAT, self, h.cstr(f), unix.O_WRONLY|unix.O_CLOEXEC).setReg = true
+		h.call("write the user namespace's "+f, unix.SYS_WRITE, 0, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)))
+		h.onReg(0)
+		h.call("write the user namespace's "+f, unix.SYS_CLOSE, 0)
+		h.onReg(0)
+	}
+	h.call("open the user namespace", unix.SYS_OPENAT, self, h.cstr("ns/user"), unix.O_RDONLY|unix.O_CLOEXEC).setReg = true
+	sendFD(h, sock, "pass the user namespace")
+	h.call("exit", unix.SYS_EXIT_GROUP, 0)
+
+	// The helper shares the memory but is not a vfork: it waits for this
+	// child, which waits for it below.
+	p.spawn("start the id map writer", unix.CLONE_VM, h)
+	p.call("create a user namespace", unix.SYS_UNSHARE, unix.CLONE_NEWUSER)
+	p.call("signal the id map writer", unix.SYS_WRITE, syncW, uintptr(p.buf(1)), 1)
+	status := p.buf(4)
+	p.call("wait for the id map writer", unix.SYS_WAIT4, 0, uintptr(status), 0, 0)
+	p.onReg(0) // the helper's PID, from the spawn
 	p.call("exit", unix.SYS_EXIT_GROUP, 0)
+
 	runtime.LockOSThread()
-	pid, pidfd, err := p.start(unix.CLONE_NEWUSER, false)
+	pid, pidfd, err := p.start(0, true)
 	runtime.UnlockOSThread()
+	unix.Close(fds[1])
 	unix.Close(sync[0])
+	unix.Close(sync[1])
 	if err != nil {
-		unix.Close(sync[1])
 		return -1, fmt.Errorf("create a user namespace: %w", err)
 	}
-	defer func() {
-		unix.Close(sync[1]) // the child's read ends: it exits
-		var ws unix.WaitStatus
-		for {
-			if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
-				break
-			}
-		}
-		unix.Close(pidfd)
-		runtime.KeepAlive(p)
-	}()
-	m := []byte(fmt.Sprintf("0 %d %d\n", base, size))
-	for _, f := range []string{"uid_map", "gid_map"} {
-		if err := writeFile(fmt.Sprintf("/proc/%d/%s", pid, f), m); err != nil {
-			return -1, fmt.Errorf("write the user namespace's %s: %w", f, err)
+	unix.Close(pidfd)
+	var ws unix.WaitStatus
+	for {
+		if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
+			break
 		}
 	}
-	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := recvFD(fds[0], p)
+	runtime.KeepAlive(p)
 	if err != nil {
-		return -1, fmt.Errorf("open the new user namespace: %w", err)
+		return -1, fmt.Errorf("create a user namespace: %w (wait status %#x)", err, uint32(ws))
 	}
 	return fd, nil
+}
+
+// sendFD appends steps that pass the descriptor in the register over
+// sock (SCM_RIGHTS), for recvFD.
+func sendFD(p *program, sock uintptr, name string) {
+	iov := &unix.Iovec{Base: (*byte)(p.buf(1)), Len: 1}
+	p.keep = append(p.keep, iov)
+	ctl := p.buf(unix.CmsgSpace(4))
+	hdr := (*unix.Cmsghdr)(ctl)
+	hdr.Level, hdr.Type = unix.SOL_SOCKET, unix.SCM_RIGHTS
+	hdr.SetLen(unix.CmsgLen(4))
+	p.special(name, kStoreReg, unsafe.Add(ctl, unix.CmsgLen(0)))
+	msg := &unix.Msghdr{Iov: iov, Iovlen: 1, Control: (*byte)(ctl), Controllen: uint64(unix.CmsgSpace(4))}
+	p.call(name, unix.SYS_SENDMSG, sock, p.ptr(msg, unsafe.Pointer(msg)), 0)
 }
 
 // NewNetNS makes a network namespace owned by the user namespace userns
@@ -383,15 +437,7 @@ func NewNetNS(userns int) (int, error) {
 	}
 	p.call("create a network namespace", unix.SYS_UNSHARE, unix.CLONE_NEWNET)
 	p.call("open the network namespace", unix.SYS_OPENAT, atFDCWD, p.cstr("/proc/self/ns/net"), unix.O_RDONLY|unix.O_CLOEXEC).setReg = true
-	iov := &unix.Iovec{Base: (*byte)(p.buf(1)), Len: 1}
-	p.keep = append(p.keep, iov)
-	ctl := p.buf(unix.CmsgSpace(4))
-	h := (*unix.Cmsghdr)(ctl)
-	h.Level, h.Type = unix.SOL_SOCKET, unix.SCM_RIGHTS
-	h.SetLen(unix.CmsgLen(4))
-	p.special("pass the network namespace", kStoreReg, unsafe.Add(ctl, unix.CmsgLen(0)))
-	msg := &unix.Msghdr{Iov: iov, Iovlen: 1, Control: (*byte)(ctl), Controllen: uint64(unix.CmsgSpace(4))}
-	p.call("pass the network namespace", unix.SYS_SENDMSG, in[0], p.ptr(msg, unsafe.Pointer(msg)), 0)
+	sendFD(p, in[0], "pass the network namespace")
 	p.call("exit", unix.SYS_EXIT_GROUP, 0)
 	runtime.LockOSThread()
 	pid, pidfd, err := p.start(0, true)

@@ -58,6 +58,7 @@ const (
 	kRunWait               // fork, execve a helper tool (execPlan), wait: status 0
 	kSpawn                 // clone3 a child running another program (spawnPlan)
 	kStoreReg              // *(*int32)(ptr) = reg
+	kAwait                 // read one byte from a[0] into ptr; end of file: exit quietly
 )
 
 // step is one action of a program.
@@ -436,6 +437,20 @@ func runSteps(steps []step, rep uintptr) {
 			*(*uint16)(s.ptr) |= uint16(a[0])
 		case kStoreReg:
 			*(*int32)(s.ptr) = int32(reg)
+		case kAwait:
+			for {
+				n, _, e := syscall.RawSyscall(unix.SYS_READ, a[0], uintptr(s.ptr), 1)
+				if e == unix.EINTR {
+					continue
+				}
+				if e != 0 {
+					fail(rep, s.id, uintptr(e))
+				}
+				if n == 0 {
+					rawExit(exitSetupFailed) // the other side gave up
+				}
+				break
+			}
 		case kExec:
 			execCandidates((*execPlan)(s.ptr))
 		case kRunWait:
