@@ -135,12 +135,7 @@ func StartInit(spec Spec) (*Init, error) {
 	}
 	unix.Close(cpidfd)
 	// The intermediate child has exited (the vfork returned): reap it.
-	var ws unix.WaitStatus
-	for {
-		if _, err := unix.Wait4(cpid, &ws, 0, nil); err != unix.EINTR {
-			break
-		}
-	}
+	ws := reap(cpid)
 	pid := int(h.pid)
 	setupErr := p.readReport(rep[0])
 	runtime.KeepAlive(p) // the children ran on its memory
@@ -377,28 +372,41 @@ func NewUserNS(base, size int) (int, error) {
 	p.onReg(0) // the helper's PID, from the spawn
 	p.call("exit", unix.SYS_EXIT_GROUP, 0)
 
+	return vforkForFD(p, fds[0], "create a user namespace", fds[1], sync[0], sync[1])
+}
+
+// vforkForFD runs p in a vforked child (see program.start), reaps it and
+// returns the descriptor it passed on sock (recvFD), or the failure it
+// reported there. closeAfter are the daemon's copies of descriptors only
+// the child needs.
+func vforkForFD(p *program, sock int, what string, closeAfter ...int) (int, error) {
 	runtime.LockOSThread()
 	pid, pidfd, err := p.start(0, true)
 	runtime.UnlockOSThread()
-	unix.Close(fds[1])
-	unix.Close(sync[0])
-	unix.Close(sync[1])
+	for _, fd := range closeAfter {
+		unix.Close(fd)
+	}
 	if err != nil {
-		return -1, fmt.Errorf("create a user namespace: %w", err)
+		return -1, fmt.Errorf("%s: %w", what, err)
 	}
 	unix.Close(pidfd)
+	ws := reap(pid)
+	fd, err := recvFD(sock, p)
+	runtime.KeepAlive(p)
+	if err != nil {
+		return -1, fmt.Errorf("%s: %w (wait status %#x)", what, err, uint32(ws))
+	}
+	return fd, nil
+}
+
+// reap waits for child pid to exit and returns its wait status.
+func reap(pid int) unix.WaitStatus {
 	var ws unix.WaitStatus
 	for {
 		if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
-			break
+			return ws
 		}
 	}
-	fd, err := recvFD(fds[0], p)
-	runtime.KeepAlive(p)
-	if err != nil {
-		return -1, fmt.Errorf("create a user namespace: %w (wait status %#x)", err, uint32(ws))
-	}
-	return fd, nil
 }
 
 // sendFD appends steps that pass the descriptor in the register over
@@ -439,26 +447,7 @@ func NewNetNS(userns int) (int, error) {
 	p.call("open the network namespace", unix.SYS_OPENAT, atFDCWD, p.cstr("/proc/self/ns/net"), unix.O_RDONLY|unix.O_CLOEXEC).setReg = true
 	sendFD(p, in[0], "pass the network namespace")
 	p.call("exit", unix.SYS_EXIT_GROUP, 0)
-	runtime.LockOSThread()
-	pid, pidfd, err := p.start(0, true)
-	runtime.UnlockOSThread()
-	unix.Close(fds[1])
-	if err != nil {
-		return -1, fmt.Errorf("create a network namespace: %w", err)
-	}
-	unix.Close(pidfd)
-	var ws unix.WaitStatus
-	for {
-		if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
-			break
-		}
-	}
-	fd, err := recvFD(fds[0], p)
-	runtime.KeepAlive(p)
-	if err != nil {
-		return -1, fmt.Errorf("create a network namespace: %w (wait status %#x)", err, uint32(ws))
-	}
-	return fd, nil
+	return vforkForFD(p, fds[0], "create a network namespace", fds[1])
 }
 
 // recvFD receives the descriptor a child of p passed on sock, or the
