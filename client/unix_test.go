@@ -99,7 +99,8 @@ func TestUnixTransport(t *testing.T) {
 		io.Copy(c, brw) // echo until the client closes
 	})
 	sock, conns, srv := unixServer(t, mux)
-	hc := &http.Client{Transport: &unixTransport{socket: sock}}
+	tr := &unixTransport{socket: sock}
+	hc := &http.Client{Transport: tr}
 	ctx := context.Background()
 
 	for i := 0; i < 3; i++ {
@@ -155,7 +156,14 @@ func TestUnixTransport(t *testing.T) {
 		t.Fatalf("upgraded stream echoed %q, %v", buf, err)
 	}
 	rwc.Close()
-	for i := 0; conns.Load() < want && i < 500; i++ {
+	// The refill is in the pool once its dial returned, which is after
+	// the server counted it.
+	pooled := func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return len(tr.idle) > 0
+	}
+	for i := 0; (conns.Load() < want || !pooled()) && i < 500; i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if body, _, err := get(t, hc, ctx, "/small"); err != nil || body != "hello" {
