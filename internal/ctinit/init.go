@@ -36,9 +36,9 @@ var (
 
 // Init is a new container's init, running.
 type Init struct {
-	// PID is the process on the host (a child of the calling daemon
-	// thread's process); PidFD refers to it.
-	PID, PidFD int
+	// PID is the process on the host, a child of the daemon: its PID
+	// stays its own until the daemon reaps it.
+	PID int
 	// Stages are, with Spec.Trace, the setup's stages in order and how
 	// long each took (the last ends when init was executed).
 	Stages []Stage
@@ -145,17 +145,11 @@ func StartInit(spec Spec) (*Init, error) {
 		}
 		return nil, fmt.Errorf("container setup failed: %w", setupErr)
 	}
-	in := &Init{PID: pid, PidFD: -1}
+	in := &Init{PID: pid}
 	if setupErr != nil {
 		in.Kill()
 		return nil, fmt.Errorf("container setup failed: %w", setupErr)
 	}
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		in.Kill()
-		return nil, fmt.Errorf("pidfd of container init %d: %w", pid, err)
-	}
-	in.PidFD = fd
 	if tr != nil {
 		var t1 unix.Timespec
 		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &t1)
@@ -165,19 +159,11 @@ func StartInit(spec Spec) (*Init, error) {
 	return in, nil
 }
 
-// Kill kills init and reaps it; it closes PidFD.
+// Kill kills init and reaps it (before that, its PID cannot name another
+// process).
 func (in *Init) Kill() {
-	if in.PidFD >= 0 {
-		_ = unix.PidfdSendSignal(in.PidFD, unix.SIGKILL, nil, 0)
-	} else {
-		_ = unix.Kill(in.PID, unix.SIGKILL)
-	}
-	var ws unix.WaitStatus
-	_, _ = unix.Wait4(in.PID, &ws, 0, nil)
-	if in.PidFD >= 0 {
-		unix.Close(in.PidFD)
-		in.PidFD = -1
-	}
+	_ = unix.Kill(in.PID, unix.SIGKILL)
+	reap(in.PID)
 }
 
 // atFDCWD is AT_FDCWD as a system call argument.

@@ -557,8 +557,6 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 			in.Kill()
 		}
 	}()
-	unix.Close(in.PidFD)
-	in.PidFD = -1
 	ph.mark("init")
 	ph.detail("init", in.Stages)
 	d.holdMounts(id, pid)
