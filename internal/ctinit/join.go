@@ -56,18 +56,21 @@ type JoinSpec struct {
 
 // Join runs spec.Argv inside the container and returns its exit status as
 // a shell would (128+signal when killed); it kills the command when ctx
-// ends. No helper process is involved: on an OS thread of its own, which
-// is never given back to the Go scheduler (it ends with its goroutine),
-// Join enters the container's PID namespace (which applies to the
-// thread's children only) and forks with clone3. The child is a copy of
-// that one thread and makes nothing but raw system calls on memory
-// prepared beforehand (see program): it joins the container's cgroups,
-// setns into its user namespace first (allowed: the child is
-// single-threaded) and then the others, becomes the guest's root, drops
-// the capability bounding set like init, sets no_new_privs, installs the
-// seccomp filter and executes the command, trying each directory of PATH
-// in turn as execvp does. No berth code runs inside the container, and
-// the daemon's own threads never change namespace.
+// ends. No helper process is involved and no daemon thread changes
+// namespace: a locked thread vforks a first child that shares the daemon's
+// memory and makes nothing but raw system calls prepared beforehand (see
+// program). It enters the container's PID namespace (which applies to its
+// children) and spawns the command's process with CLONE_VM | CLONE_VFORK |
+// CLONE_PARENT (a child of the daemon, in the container's PID namespace),
+// then exits once that one executed the command. The command's process
+// joins the container's cgroups, enters its other namespaces with one
+// setns on a pidfd of init (the kernel takes the user namespace first),
+// becomes the guest's root, drops the capability bounding set like init,
+// sets no_new_privs, installs the seccomp filter and executes the command,
+// trying each directory of PATH in turn as execvp does. The thread stays
+// locked while the command runs (the command dies with it: its
+// parent-death signal) and then goes back to the scheduler. No berth code
+// runs inside the container.
 func Join(ctx context.Context, spec JoinSpec) (int, error) {
 	if len(spec.Argv) == 0 {
 		return 0, fmt.Errorf("no command given")
@@ -79,9 +82,10 @@ func Join(ctx context.Context, spec JoinSpec) (int, error) {
 	started := make(chan int, 1) // the pidfd, or -1
 	done := make(chan result, 1)
 	go func() {
-		// Never unlocked: the thread's PID namespace for children
-		// changes, so it must not run anything else afterwards.
+		// Locked while the command runs: the command is the thread's
+		// child (CLONE_PARENT) and dies with it.
 		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
 		code, err := join(spec, started)
 		done <- result{code, err}
 	}()
@@ -90,6 +94,9 @@ func Join(ctx context.Context, spec JoinSpec) (int, error) {
 		r := <-done
 		return r.code, r.err
 	}
+	// Closed here, after the last signal through it (join's end does
+	// not close it: the number could be another descriptor's by then).
+	defer unix.Close(pidfd)
 	select {
 	case r := <-done:
 		return r.code, r.err
@@ -100,8 +107,9 @@ func Join(ctx context.Context, spec JoinSpec) (int, error) {
 	}
 }
 
-// join runs on a locked thread; it sends the child's pidfd (or -1) on
-// started, then waits for the command and closes the pidfd.
+// join runs on a locked thread; it sends a pidfd of the command's process
+// (or -1) on started, for the caller to close, then waits for the
+// command.
 func join(spec JoinSpec, started chan<- int) (code int, err error) {
 	sent := false
 	defer func() {
@@ -135,20 +143,15 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 	}
 	defer unix.Close(rep[0])
 	fds = append(fds, rep[1])
-	p, err := joinProgram(spec, fds, tr)
+	p, h, err := joinProgram(spec, fds, tr)
 	if err != nil {
 		unix.Close(rep[1])
 		return 0, err
 	}
-	// The PID namespace applies to children of this (locked) thread.
-	if err := unix.Setns(pidfd, unix.CLONE_NEWPID); err != nil {
-		unix.Close(rep[1])
-		return 0, fmt.Errorf("join PID namespace: %w", err)
-	}
 	if tr != nil {
 		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &base)
 	}
-	pid, cpidfd, err := p.start(0, spawnFlags(spec.KSM) != 0)
+	cpid, cpidfd, err := p.start(0, true)
 	if tr != nil {
 		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &end)
 	}
@@ -156,22 +159,29 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("fork into container: %w", err)
 	}
-	defer unix.Close(cpidfd)
-	started <- cpidfd
+	unix.Close(cpidfd)
+	reap(cpid) // it exited once the command's process executed (or failed)
+	pid := int(h.pid)
+	if pid <= 0 {
+		runtime.KeepAlive(p)
+		if err := p.readReport(rep[0]); err != nil {
+			return 0, fmt.Errorf("entering the container failed: %w", err)
+		}
+		return 0, fmt.Errorf("entering the container failed: the first child ended without starting the command")
+	}
+	// The command's process is this daemon's unreaped child: its PID is
+	// its own until the wait below.
+	hpidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		_ = unix.Kill(pid, unix.SIGKILL)
+		reap(pid)
+		return 0, fmt.Errorf("pidfd of the command: %w", err)
+	}
+	started <- hpidfd
 	sent = true
 	setupErr := p.readReport(rep[0])
-	var ws unix.WaitStatus
-	for {
-		_, err := unix.Wait4(pid, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("wait for command: %w", err)
-		}
-		break
-	}
-	runtime.KeepAlive(p) // the child ran on its memory until execve or exit
+	ws := reap(pid)
+	runtime.KeepAlive(p) // the children ran on its memory until execve or exit
 	if tr != nil {
 		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &exited)
 		*spec.Stages = append([]Stage{{Name: "build", Took: time.Duration(base.Nano() - t0.Nano())}}, tr.stages(base, end)...)
@@ -189,56 +199,67 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 	return 0, fmt.Errorf("command ended with wait status %#x", uint32(ws))
 }
 
-// joinProgram builds the child's steps. fds are stdin, stdout, stderr,
-// a pidfd of the container's init and the report pipe's write end.
-func joinProgram(spec JoinSpec, fds []int, tr *tracer) (*program, error) {
-	p := newProgram()
+// joinProgram builds the steps of the first child (p) and of the
+// command's process it spawns (whose PID lands in h.pid). fds are stdin,
+// stdout, stderr, a pidfd of the container's init and the report pipe's
+// write end.
+func joinProgram(spec JoinSpec, fds []int, tr *tracer) (p *program, h *spawnPlan, err error) {
+	p = newProgram()
 	in := p.useFDs(fds...)
 	p.report = in[len(in)-1]
+	// The command's process is created in the container's PID namespace.
+	p.call("join the container's PID namespace", unix.SYS_SETNS, in[3], unix.CLONE_NEWPID)
+	tr.mark(p, "spawn")
+
+	c := p.child()
 	for i := 0; i < 3; i++ {
-		p.call("set up standard descriptors", unix.SYS_DUP3, in[i], uintptr(i), 0)
+		c.call("set up standard descriptors", unix.SYS_DUP3, in[i], uintptr(i), 0)
 	}
-	p.call("new session", unix.SYS_SETSID)
+	c.call("new session", unix.SYS_SETSID)
 	if spec.TTY {
-		p.call("set controlling terminal", unix.SYS_IOCTL, 0, unix.TIOCSCTTY, 0)
+		c.call("set controlling terminal", unix.SYS_IOCTL, 0, unix.TIOCSCTTY, 0)
 	}
-	tr.mark(p, "cgroups")
-	one := p.cstr("0")
+	tr.mark(c, "cgroups")
+	one := c.cstr("0")
 	for _, dir := range spec.Cgroups {
 		name := "join cgroup " + dir
-		p.call(name, unix.SYS_OPENAT, atFDCWD, p.cstr(filepath.Join(dir, "cgroup.procs")), unix.O_WRONLY|unix.O_CLOEXEC).setReg = true
-		p.call(name, unix.SYS_WRITE, 0, one, 1)
-		p.onReg(0)
-		p.call(name, unix.SYS_CLOSE, 0)
-		p.onReg(0)
+		c.call(name, unix.SYS_OPENAT, atFDCWD, c.cstr(filepath.Join(dir, "cgroup.procs")), unix.O_WRONLY|unix.O_CLOEXEC).setReg = true
+		c.call(name, unix.SYS_WRITE, 0, one, 1)
+		c.onReg(0)
+		c.call(name, unix.SYS_CLOSE, 0)
+		c.onReg(0)
 	}
 	flags := uintptr(joinFlags)
 	if !spec.Privileged {
 		flags |= unix.CLONE_NEWUSER
 	}
-	tr.mark(p, "setns")
-	p.call("join the container's namespaces", unix.SYS_SETNS, in[3], flags)
-	confineCreds(p)
-	// Die with the daemon thread that waits (set after the credential
-	// change, which would clear it).
-	p.call("parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL))
+	tr.mark(c, "setns")
+	c.call("join the container's namespaces", unix.SYS_SETNS, in[3], flags)
+	confineCreds(c)
+	// Die with the daemon thread that waits (its parent: CLONE_PARENT;
+	// set after the credential change, which would clear it).
+	c.call("parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL))
 	cwd := spec.Cwd
 	if cwd == "" {
 		cwd = "/"
 	}
-	p.call("change to "+cwd, unix.SYS_CHDIR, p.cstr(cwd))
-	tr.mark(p, "confine")
-	confine(p, spec.KSM)
-	tr.mark(p, "exec")
+	c.call("change to "+cwd, unix.SYS_CHDIR, c.cstr(cwd))
+	tr.mark(c, "confine")
+	confine(c, spec.KSM)
+	tr.mark(c, "exec")
 	env := append(append([]string(nil), DefaultEnv...), spec.Env...)
-	e, err := p.execPlan(candidates(spec.Argv[0], env), spec.Argv, env)
+	e, err := c.execPlan(candidates(spec.Argv[0], env), spec.Argv, env)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	e.notFound = []byte("berth exec: " + spec.Argv[0] + ": command not found in the container\n")
 	e.noExec = []byte("berth exec: " + spec.Argv[0] + ": cannot execute in the container\n")
-	p.special("execute "+spec.Argv[0], kExec, unsafe.Pointer(e))
-	return p, nil
+	c.special("execute "+spec.Argv[0], kExec, unsafe.Pointer(e))
+
+	h = p.spawn("start the command", spawnFlags(spec.KSM)|unix.CLONE_PARENT, c)
+	tr.mark(p, "exit")
+	p.call("exit", unix.SYS_EXIT_GROUP, 0)
+	return p, h, nil
 }
 
 // candidates lists the paths execvp would try for file.

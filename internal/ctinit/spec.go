@@ -15,9 +15,8 @@
 // way and executes the command. No berth process stays behind in a
 // container (except MiniInit, berth's own init for images without one).
 //
-// The daemon's own threads never change namespace, with one exception:
-// Join sets the PID namespace for children on a dedicated OS thread that
-// is discarded afterwards.
+// The daemon's own threads never change namespace: every setns and
+// unshare happens in the single-threaded children.
 package ctinit
 
 // Spec is a new container's setup.

@@ -51,7 +51,7 @@ func TestStartPhasesLogged(t *testing.T) {
 	}
 	for _, c := range []struct{ op, step, want string }{
 		{"start", "init", "build fork cgroups userns unshare spawn root mounts net pivot confine exec exit reap"},
-		{"exec", "wait", "build fork cgroups setns confine exec run"},
+		{"exec", "wait", "build fork spawn cgroups setns confine exec exit run"},
 	} {
 		line, keys := phaseLine(t, buf.String(), c.op)
 		var stages []string
