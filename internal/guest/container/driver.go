@@ -636,12 +636,12 @@ func take[T any](d *Driver, m map[int]T, id int) (T, bool) {
 
 // userNS returns the user namespace of container id (ids 0 to
 // IDMapSize-1 are host ids base and up), made on its first start and kept
-// for the next ones while the daemon runs: a namespace takes a fork to
-// make (its id map is written from outside), and no state of a stopped
-// container's run survives in it that the next run could see (berth's
-// seccomp filter refuses the keyring calls; namespaces, mounts and
-// processes are new for every run). The caller holds the container's
-// lock; the descriptor stays owned by the cache.
+// for the next ones while the daemon runs: making one takes two children
+// (its id map is written from outside), and little of a stopped run
+// survives in it (berth's seccomp filter refuses the keyring calls;
+// namespaces, mounts and processes are new for every run; only its own
+// user.max_* limits stay as its root set them). The caller holds the
+// container's lock; the descriptor stays owned by the cache.
 func (d *Driver) userNS(id, base int) (int, error) {
 	d.mu.Lock()
 	c, ok := d.userns[id]
