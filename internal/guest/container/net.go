@@ -2,41 +2,40 @@ package container
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
-	"strings"
+	"net"
 
-	"golang.org/x/sys/unix"
+	"github.com/vishvananda/netlink"
 )
 
-// addNIC creates the veth pair of NIC n: the host end vethIDiN in the
-// bridge, the guest end created directly in the container's network
-// namespace (the descriptor netns) under its final name with the guest's
-// stable MAC.
+// addNIC creates the veth pair of NIC n over netlink: the host end
+// vethIDiN, up and in the bridge, and the guest end created directly in
+// the container's network namespace (the descriptor netns) under its
+// final name with the guest's stable MAC. One request, where ip(8) took
+// two processes.
 func (d *Driver) addNIC(id, netns int, n nic) error {
 	host := hostVeth(id, n.Index)
 	mac := n.HWAddr
 	if mac == "" {
 		mac = MAC(id, n.Index)
 	}
-	steps := [][]string{
-		{"link", "add", "name", host, "type", "veth", "peer", "name", n.Name, "address", mac, "netns", "/proc/self/fd/3"},
-		{"link", "set", "dev", host, "master", n.Bridge, "up"},
-	}
-	// ip(8) gets the namespace as its descriptor 3.
-	dup, err := unix.FcntlInt(uintptr(netns), unix.F_DUPFD_CLOEXEC, 3)
+	hw, err := net.ParseMAC(mac)
 	if err != nil {
-		return fmt.Errorf("network namespace descriptor: %w", err)
+		return fmt.Errorf("MAC address %q: %w", mac, err)
 	}
-	ns := os.NewFile(uintptr(dup), "netns")
-	defer ns.Close()
-	for _, args := range steps {
-		cmd := exec.Command(d.o.IPTool, args...)
-		cmd.ExtraFiles = []*os.File{ns}
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-		}
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %q: %w", n.Bridge, err)
+	}
+	la := netlink.NewLinkAttrs()
+	la.Name = host
+	la.MasterIndex = br.Attrs().Index
+	la.Flags = net.FlagUp
+	v := netlink.NewVeth(la)
+	v.PeerName = n.Name
+	v.PeerHardwareAddr = hw
+	v.PeerNamespace = netlink.NsFd(netns)
+	if err := netlink.LinkAdd(v); err != nil {
+		return fmt.Errorf("create veth %s (peer %s in the container) in bridge %s: %w", host, n.Name, n.Bridge, err)
 	}
 	return nil
 }
