@@ -6,7 +6,6 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -101,9 +100,9 @@ func (t *tracer) stages(base, end unix.Timespec) []Stage {
 // a child of the daemon, and the intermediate child exits as soon as init
 // executed. Init's program attaches the root (spec.RootFS), mounts /proc,
 // /sys and a minimal /dev with masked and read-only paths, sets the
-// hostname, brings the links up and configures addresses (with
-// spec.IPTool, before the root switch), pivots into the root, detaches
-// the host's mounts, drops capabilities, installs the seccomp filter and
+// hostname, brings the links up (their addresses and routes the daemon
+// set beforehand, see NewNetNS), pivots into the root, detaches the
+// host's mounts, drops capabilities, installs the seccomp filter and
 // executes init. Nothing in the program waits for the daemon, which is
 // what makes the vfork safe.
 func StartInit(spec Spec) (*Init, error) {
@@ -411,12 +410,15 @@ func sendFD(p *program, sock uintptr, name string) {
 
 // NewNetNS makes a network namespace owned by the user namespace userns
 // (-1: the host's) and returns a descriptor of it, so that NICs can be
-// moved in before the container starts. A vforked child creates it and
-// passes it back over a socket.
-func NewNetNS(userns int) (int, error) {
+// moved in before the container starts, and a NETLINK_ROUTE socket made
+// inside it, over which the daemon configures them without entering the
+// namespace (the socket carries its namespace and its maker's
+// credentials). A vforked child creates both and passes them back over a
+// socket.
+func NewNetNS(userns int) (netns, rtnl int, err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("socketpair: %w", err)
+		return -1, -1, fmt.Errorf("socketpair: %w", err)
 	}
 	defer unix.Close(fds[0])
 	p := newProgram()
@@ -432,8 +434,19 @@ func NewNetNS(userns int) (int, error) {
 	p.call("create a network namespace", unix.SYS_UNSHARE, unix.CLONE_NEWNET)
 	p.call("open the network namespace", unix.SYS_OPENAT, atFDCWD, p.cstr("/proc/self/ns/net"), unix.O_RDONLY|unix.O_CLOEXEC).setReg = true
 	sendFD(p, in[0], "pass the network namespace")
+	p.call("open a netlink socket in the network namespace", unix.SYS_SOCKET, unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE).setReg = true
+	sendFD(p, in[0], "pass the netlink socket")
 	p.call("exit", unix.SYS_EXIT_GROUP, 0)
-	return vforkForFD(p, fds[0], "create a network namespace", fds[1])
+	netns, err = vforkForFD(p, fds[0], "create a network namespace", fds[1])
+	if err != nil {
+		return -1, -1, err
+	}
+	rtnl, err = recvFD(fds[0], p)
+	if err != nil {
+		unix.Close(netns)
+		return -1, -1, fmt.Errorf("create a network namespace: %w", err)
+	}
+	return netns, rtnl, nil
 }
 
 // recvFD receives the descriptor a child of p passed on sock, or the
@@ -523,9 +536,9 @@ func mountSpecial(p *program) {
 	}
 }
 
-// setupNet brings lo and the NICs up (SIOCSIFFLAGS) and configures their
-// addresses and default routes with the host's ip(8), which is still
-// reachable before the root switch.
+// setupNet brings lo and the NICs up (SIOCSIFFLAGS); the daemon gave the
+// NICs their addresses and routes already (over a netlink socket made in
+// the namespace by NewNetNS).
 func setupNet(p *program, spec Spec) error {
 	p.call("network socket", unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0).setReg = true
 	links := []string{"lo"}
@@ -547,30 +560,6 @@ func setupNet(p *program, spec Spec) error {
 	}
 	p.call("close network socket", unix.SYS_CLOSE, 0)
 	p.onReg(0)
-	tool := spec.IPTool
-	if tool == "" {
-		tool = "/sbin/ip"
-	}
-	ip := func(args ...string) error {
-		e, err := p.execPlan([]string{tool}, append([]string{"ip"}, args...), []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"})
-		if err != nil {
-			return err
-		}
-		p.runWait("ip "+strings.Join(args, " ")+" (its output is in the console log)", e)
-		return nil
-	}
-	for _, n := range spec.Nets {
-		if n.Address != "" {
-			if err := ip("addr", "add", n.Address, "dev", n.Name); err != nil {
-				return err
-			}
-		}
-		if n.Gateway != "" {
-			if err := ip("route", "add", "default", "via", n.Gateway, "dev", n.Name); err != nil {
-				return err
-			}
-		}
-	}
 	return nil
 }
 

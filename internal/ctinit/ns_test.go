@@ -45,10 +45,20 @@ func TestNamespacesCloseOnlyTheirOwn(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		netns, err := NewNetNS(userns)
+		netns, rtnl, err := NewNetNS(userns)
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The netlink socket lives in that network namespace: a device
+		// ioctl on it finds the namespace's own loopback (index 1).
+		ifr, err := unix.NewIfreq("lo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.IoctlIfreq(rtnl, unix.SIOCGIFINDEX, ifr); err != nil || ifr.Uint32() != 1 {
+			t.Errorf("lo through the netlink socket: index %d, %v", ifr.Uint32(), err)
+		}
+		unix.Close(rtnl)
 		// The network namespace belongs to the new user namespace.
 		owner, err := unix.IoctlRetInt(netns, unix.NS_GET_USERNS)
 		if err != nil {

@@ -50,8 +50,6 @@ type Spec struct {
 	CgroupProcs []int
 	// Nets are the NICs in NetNS.
 	Nets []Net
-	// IPTool is the host's ip(8), run before the root is switched.
-	IPTool string
 	// KSM is the container's KSM choice (ksm.Choice.String()): "on"
 	// makes all its memory mergeable (PR_SET_MEMORY_MERGE, inherited by
 	// every process inside), "off" forbids making any of it mergeable (a
@@ -70,8 +68,5 @@ type Spec struct {
 
 // Net is one NIC's configuration inside the container.
 type Net struct {
-	Name    string
-	Address string // CIDR, empty for none or DHCP
-	Gateway string
-	DHCP    bool
+	Name string
 }

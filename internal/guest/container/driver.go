@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -62,9 +61,7 @@ type Options struct {
 	SysRoot string
 	// Cgroups is the cgroup layout; zero means detect on the host.
 	Cgroups *cgroup.Layout
-	// IPTool is ip(8); default found in PATH.
-	IPTool string
-	Log    *slog.Logger
+	Log     *slog.Logger
 	// KSMAllowed tells whether the node lets guests' memory be merged
 	// (its KSM mode is not off); nil means it does. When it does not,
 	// containers start as with ksm=0.
@@ -131,13 +128,7 @@ func New(o Options) (*Driver, error) {
 		}
 		o.Self = self
 	}
-	if o.IPTool == "" {
-		if p, err := exec.LookPath("ip"); err == nil {
-			o.IPTool = p
-		} else {
-			o.IPTool = "/sbin/ip"
-		}
-	}
+
 	d := &Driver{o: o, dir: filepath.Join(o.DataDir, "containers"), cpus: runtime.NumCPU(),
 		perID: map[int]*sync.Mutex{}, userns: map[int]cachedNS{}, roots: map[int]cachedRoot{}, held: map[int]int{}, releasing: map[int]chan struct{}{},
 		children: map[int]*child{}, clean: map[int]bool{}}
@@ -520,14 +511,19 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	ph.mark("overlay")
 	netns := -1
 	if len(s.Nets) > 0 {
-		if netns, err = ctinit.NewNetNS(userns); err != nil {
+		var rtnl int
+		if netns, rtnl, err = ctinit.NewNetNS(userns); err != nil {
 			return err
 		}
 		defer unix.Close(netns)
+		defer unix.Close(rtnl)
 		for _, n := range s.Nets {
 			if err := d.addNIC(id, netns, n); err != nil {
 				return fmt.Errorf("net%d: %w", n.Index, err)
 			}
+		}
+		if err := configureNICs(rtnl, s.Nets); err != nil {
+			return err
 		}
 		ph.mark("nics")
 	}
@@ -536,15 +532,11 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 		return err
 	}
 	defer closeAll(procs)
-	spec := ctinit.Spec{Root: d.rootMount(id), Hostname: s.Hostname, Init: s.Init, Privileged: s.Privileged, IPTool: d.o.IPTool,
+	spec := ctinit.Spec{Root: d.rootMount(id), Hostname: s.Hostname, Init: s.Init, Privileged: s.Privileged,
 		UserNS: userns, NetNS: netns, RootFS: rootFD, CgroupProcs: procs,
 		Console: int(logf.Fd()), Null: int(null.Fd()), Self: int(bin.Fd()), KSM: merge.String(), Trace: ph.on()}
 	for _, n := range s.Nets {
-		cn := ctinit.Net{Name: n.Name, Gateway: n.Gateway, DHCP: n.IP == "dhcp"}
-		if n.IP != "dhcp" && n.IP != "manual" {
-			cn.Address = n.IP
-		}
-		spec.Nets = append(spec.Nets, cn)
+		spec.Nets = append(spec.Nets, ctinit.Net{Name: n.Name})
 	}
 	ph.mark("prep")
 	in, err := ctinit.StartInit(spec)
