@@ -2,6 +2,7 @@ package seccomp
 
 import (
 	"fmt"
+	"math/bits"
 	"os"
 	"os/exec"
 	"strings"
@@ -92,14 +93,112 @@ func TestFilterRefusesDeniedCalls(t *testing.T) {
 	childReports(t, "1", fmt.Sprintf("keyctl=%d bpf=%d open_by_handle_at=%d getpid=0", unix.EPERM, unix.EPERM, unix.EPERM))
 }
 
-func TestProgramShape(t *testing.T) {
-	p := Program()
-	if len(p) != 6+len(Denied)+2 {
-		t.Errorf("program has %d instructions for %d denied calls", len(p), len(Denied))
-	}
-	for i, ins := range p {
-		if ins.Code&0x07 == unix.BPF_JMP && int(ins.Jt)+i+1 >= len(p) {
-			t.Errorf("instruction %d jumps past the end", i)
+// run evaluates a classic BPF filter for one system call as the kernel
+// does (the subset of instructions filters here use): the verdict, or an
+// error for a jump past the end or an unknown instruction.
+func run(p []unix.SockFilter, arch, nr uint32) (uint32, error) {
+	var acc uint32
+	for pc := 0; pc < len(p); pc++ {
+		ins := p[pc]
+		switch ins.Code {
+		case unix.BPF_LD | unix.BPF_W | unix.BPF_ABS:
+			switch ins.K {
+			case offArch:
+				acc = arch
+			case offNr:
+				acc = nr
+			default:
+				return 0, fmt.Errorf("instruction %d loads offset %d", pc, ins.K)
+			}
+		case unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K:
+			taken := acc == ins.K
+			if ins.Code&0xf0 == unix.BPF_JGE {
+				taken = acc >= ins.K
+			}
+			if taken {
+				pc += int(ins.Jt)
+			} else {
+				pc += int(ins.Jf)
+			}
+		case unix.BPF_RET | unix.BPF_K:
+			return ins.K, nil
+		default:
+			return 0, fmt.Errorf("instruction %d has code %#x", pc, ins.Code)
 		}
+	}
+	return 0, fmt.Errorf("ran past the end")
+}
+
+// TestProgramVerdicts runs the filter for every x86-64 system call number
+// (and beyond), x32 numbers and another ABI: exactly the denied calls and
+// every call of the other ABIs are refused.
+func TestProgramVerdicts(t *testing.T) {
+	p := Program()
+	denied := map[uint32]bool{}
+	for _, nr := range Denied {
+		denied[nr] = true
+	}
+	for nr := uint32(0); nr < 2048; nr++ {
+		got, err := run(p, auditArchX8664, nr)
+		if err != nil {
+			t.Fatalf("nr %d: %v", nr, err)
+		}
+		want := retAllow
+		if denied[nr] {
+			want = retDeny
+		}
+		if got != want {
+			t.Errorf("nr %d: verdict %#x, want %#x", nr, got, want)
+		}
+	}
+	for _, nr := range []uint32{unix.SYS_READ, unix.SYS_KEYCTL} {
+		if got, _ := run(p, auditArchX8664, nr|x32SyscallBit); got != retDeny {
+			t.Errorf("x32 nr %d: verdict %#x, want deny", nr, got)
+		}
+		if got, _ := run(p, 0x40000003 /* i386 */, nr); got != retDeny {
+			t.Errorf("i386 nr %d: verdict %#x, want deny", nr, got)
+		}
+	}
+}
+
+// TestProgramIsATree checks that the search is shallow: no number walks
+// more than about log2(len(Denied)) splits plus one leaf.
+func TestProgramIsATree(t *testing.T) {
+	p := Program()
+	longest := 0
+	for nr := uint32(0); nr < 512; nr++ {
+		steps, acc := 0, uint32(0)
+		for pc := 0; pc < len(p); pc++ {
+			steps++
+			ins := p[pc]
+			switch ins.Code {
+			case unix.BPF_LD | unix.BPF_W | unix.BPF_ABS:
+				acc = map[uint32]uint32{offArch: auditArchX8664, offNr: nr}[ins.K]
+			case unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K:
+				if acc == ins.K {
+					pc += int(ins.Jt)
+				} else {
+					pc += int(ins.Jf)
+				}
+			case unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K:
+				if acc >= ins.K {
+					pc += int(ins.Jt)
+				} else {
+					pc += int(ins.Jf)
+				}
+			case unix.BPF_RET | unix.BPF_K:
+				pc = len(p)
+			}
+		}
+		longest = max(longest, steps)
+	}
+	// 6 ABI instructions, ceil(log2(n/leafSize))+1 splits, a leaf of
+	// leafSize compares and the return.
+	limit := 6 + 1 + bits.Len(uint(len(Denied)/leafSize)) + 2*leafSize + 1
+	if longest > limit {
+		t.Errorf("longest walk is %d instructions (limit %d) in a program of %d", longest, limit, len(p))
+	}
+	if longest >= len(Denied) {
+		t.Errorf("longest walk %d is not shorter than a flat list of %d", longest, len(Denied))
 	}
 }
