@@ -226,6 +226,66 @@ func (l Layout) Open(name string) (*Group, error) {
 	return g, nil
 }
 
+// Accounting returns the hierarchies (mount paths) that hold the memory
+// and pids controllers, each once, sorted: where a process is counted
+// against a group's memory and process limits.
+func (l Layout) Accounting() []string {
+	var out []string
+	for _, c := range []string{"memory", "pids"} {
+		if p, _ := l.where(c); p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// SelfDirs returns the calling process's group directory in each
+// hierarchy of hs (mount paths of l), read from /proc/self/cgroup.
+func (l Layout) SelfDirs(hs []string) ([]string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, fmt.Errorf("own cgroups: %w", err)
+	}
+	byHier := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if parts[0] == "0" && parts[1] == "" {
+			if l.Unified != "" {
+				byHier[l.Unified] = parts[2]
+			}
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if p, ok := l.V1[c]; ok {
+				byHier[p] = parts[2]
+			}
+		}
+	}
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		rel, ok := byHier[h]
+		if !ok {
+			return nil, fmt.Errorf("own cgroups: no group in %s", h)
+		}
+		out[i] = filepath.Join(h, rel)
+	}
+	return out, nil
+}
+
+// Hierarchies returns the hierarchies (mount paths) the group uses and
+// its directory in each, in the same order.
+func (g *Group) Hierarchies() (hs, dirs []string) {
+	for _, h := range g.order {
+		hs = append(hs, h)
+		dirs = append(dirs, g.dirs[h])
+	}
+	return hs, dirs
+}
+
 // Dirs returns the group's directory in each hierarchy, sorted.
 func (g *Group) Dirs() []string {
 	out := make([]string, 0, len(g.order))

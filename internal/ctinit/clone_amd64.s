@@ -23,13 +23,19 @@ ok:
 	MOVQ	$0, errno+32(FP)
 	RET
 child:
-	// On the new stack (clone3 set SP to its top): childMain(c). An
-	// indirect call: the linker's nosplit check would count the child's
-	// frames against the caller's stack, which the child does not use.
+	// On the new stack (clone3 set SP to its top): childMain(c), called
+	// at its ABIInternal entry (c.entry) with c in AX, X15 zero as that
+	// ABI wants, and no goroutine in R14 (the child has none; childMain
+	// and what it calls never look). Not through the ABI0 wrapper, which
+	// a race build has call the race detector. An indirect call: the
+	// linker's nosplit check would count the child's frames against the
+	// caller's stack, which the child does not use.
 	SUBQ	$16, SP
-	MOVQ	R12, 0(SP)
-	MOVQ	$·childMain(SB), AX
-	CALL	AX
+	MOVQ	R12, AX
+	MOVQ	32(R12), DX	// c.entry
+	XORPS	X15, X15
+	XORQ	R14, R14
+	CALL	DX
 	MOVL	$125, DI
 	MOVL	$231, AX	// SYS_exit_group
 	SYSCALL

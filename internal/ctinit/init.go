@@ -41,6 +41,8 @@ type Init struct {
 	// Stages are, with Spec.Trace, the setup's stages in order and how
 	// long each took (the last ends when init was executed).
 	Stages []Stage
+	// Helper is the container's exec helper (Spec.Helper), nil without.
+	Helper *Helper
 }
 
 // Stage is a named part of a container's setup and its duration.
@@ -117,10 +119,29 @@ func StartInit(spec Spec) (*Init, error) {
 	if spec.Trace {
 		tr = &tracer{}
 	}
-	p, h, err := initProgram(spec, rep[1], tr)
+	if spec.Helper && spec.KSM != "" && spec.KSM != "default" {
+		return nil, fmt.Errorf("container init: an exec helper needs the default KSM choice, not %q", spec.KSM)
+	}
+	if spec.Helper && len(spec.HelperLeave) != len(spec.CgroupProcs) {
+		return nil, fmt.Errorf("container init: the exec helper needs one group to return to per hierarchy (%d for %d)", len(spec.HelperLeave), len(spec.CgroupProcs))
+	}
+	sock := [2]int{-1, -1}
+	if spec.Helper {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			unix.Close(rep[1])
+			return nil, fmt.Errorf("exec helper socket: %w", err)
+		}
+		sock = [2]int{fds[0], fds[1]}
+	}
+	p, h, err := initProgram(spec, rep[1], sock[1], tr)
 	if err != nil {
 		unix.Close(rep[1])
+		closeFDs(sock[:]...)
 		return nil, err
+	}
+	if spec.Helper {
+		return startWithHelper(spec, p, h, rep, sock, tr, t0)
 	}
 	var base, end unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &base)
@@ -158,11 +179,57 @@ func StartInit(spec Spec) (*Init, error) {
 	return in, nil
 }
 
+// startWithHelper is StartInit's second half with an exec helper: the
+// first child runs alongside this thread (startShared) and stays; init
+// runs once the report pipe reaches its end (the helper closes its copy
+// after init executed).
+func startWithHelper(spec Spec, p *program, h *spawnPlan, rep [2]int, sock [2]int, tr *tracer, t0 unix.Timespec) (*Init, error) {
+	var base, end unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &base)
+	runtime.LockOSThread()
+	cpid, cpidfd, err := p.startShared()
+	runtime.UnlockOSThread()
+	unix.Close(rep[1])
+	unix.Close(sock[1])
+	if err != nil {
+		unix.Close(sock[0])
+		return nil, fmt.Errorf("start container init: %w", err)
+	}
+	hp := &Helper{sock: sock[0], pid: cpid, pidfd: cpidfd, joins: len(spec.CgroupProcs), prog: p}
+	setupErr := p.readReport(rep[0])
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &end)
+	pid := int(h.pid)
+	if setupErr == nil && pid <= 0 {
+		setupErr = fmt.Errorf("the setup process ended before it started init")
+	}
+	if setupErr != nil {
+		hp.Close()
+		if pid > 0 {
+			(&Init{PID: pid}).Kill()
+		}
+		return nil, fmt.Errorf("container setup failed: %w", setupErr)
+	}
+	in := &Init{PID: pid, Helper: hp}
+	if tr != nil {
+		in.Stages = append([]Stage{{Name: "build", Took: ns(t0, base)}}, tr.stages(base, end)...)
+	}
+	return in, nil
+}
+
+func closeFDs(fds ...int) {
+	for _, fd := range fds {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
 // Kill kills init and reaps it (before that, its PID cannot name another
-// process).
+// process), and ends the exec helper.
 func (in *Init) Kill() {
 	_ = unix.Kill(in.PID, unix.SIGKILL)
 	reap(in.PID)
+	in.Helper.Close()
 }
 
 // atFDCWD is AT_FDCWD as a system call argument.
@@ -171,7 +238,7 @@ const atFDCWD = ^uintptr(99) // -100
 // initProgram builds the intermediate child's steps (p) and init's (the
 // child it spawns, whose PID lands in h.pid); rep is the report pipe's
 // write end.
-func initProgram(spec Spec, rep int, tr *tracer) (p *program, h *spawnPlan, err error) {
+func initProgram(spec Spec, rep, sock int, tr *tracer) (p *program, h *spawnPlan, err error) {
 	p = newProgram()
 	keep := []int{rep, spec.Console, spec.Null, spec.RootFS}
 	if spec.Self >= 0 {
@@ -184,7 +251,13 @@ func initProgram(spec Spec, rep int, tr *tracer) (p *program, h *spawnPlan, err 
 		keep = append(keep, spec.NetNS)
 	}
 	keep = append(keep, spec.CgroupProcs...)
-	in := p.useFDs(keep...)
+	nCg := len(spec.CgroupProcs)
+	if spec.Helper {
+		keep = append(keep, sock)
+		keep = append(keep, spec.HelperLeave...)
+	}
+	// Above the helper's fixed descriptor numbers (helperJoin and up).
+	in := p.useFDsFrom(helperJoin+8, keep...)
 	p.report = in[0]
 	console, null, root, self := in[1], in[2], in[3], noFD
 	next := 4
@@ -194,9 +267,15 @@ func initProgram(spec Spec, rep int, tr *tracer) (p *program, h *spawnPlan, err 
 	}
 	tr.mark(p, "cgroups")
 	one := p.cstr("0")
-	for _, fd := range in[len(in)-len(spec.CgroupProcs):] {
+	cgStart := len(in) - nCg
+	if spec.Helper {
+		cgStart -= 1 + len(spec.HelperLeave)
+	}
+	for _, fd := range in[cgStart : cgStart+nCg] {
 		p.call("join the container's cgroups", unix.SYS_WRITE, fd, one, 1)
-		p.call("join the container's cgroups", unix.SYS_CLOSE, fd)
+		if !spec.Helper { // the helper's commands join them too
+			p.call("join the container's cgroups", unix.SYS_CLOSE, fd)
+		}
 	}
 	tr.mark(p, "userns")
 	if !spec.Privileged {
@@ -216,6 +295,11 @@ func initProgram(spec Spec, rep int, tr *tracer) (p *program, h *spawnPlan, err 
 	// namespace.
 	tr.mark(p, "unshare")
 	p.call("create the container's namespaces", unix.SYS_UNSHARE, flags)
+	if spec.Helper {
+		// Once, for the helper and (inherited) init.
+		tr.mark(p, "confine")
+		confineNoMask(p, spec.KSM)
+	}
 	tr.mark(p, "spawn")
 
 	c := p.child()
@@ -246,8 +330,13 @@ func initProgram(spec Spec, rep int, tr *tracer) (p *program, h *spawnPlan, err 
 	c.call("detach the host's mounts", unix.SYS_UMOUNT2, c.cstr("."), unix.MNT_DETACH)
 	c.call("change to /", unix.SYS_CHDIR, c.cstr("/"))
 	c.call("clear parent death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, 0)
-	tr.mark(c, "confine")
-	confine(c, spec.KSM)
+	if spec.Helper {
+		// Confined already, by the helper it was spawned from.
+		c.call("clear the signal mask", unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(c.buf(8)), 0, 8)
+	} else {
+		tr.mark(c, "confine")
+		confine(c, spec.KSM)
+	}
 	tr.mark(c, "exec")
 
 	argv := spec.Init
@@ -276,6 +365,11 @@ func initProgram(spec Spec, rep int, tr *tracer) (p *program, h *spawnPlan, err 
 	// (CLONE_PARENT); this process waits until it executed init (or
 	// failed) and exits.
 	h = p.spawn("start init", spawnFlags(spec.KSM)|unix.CLONE_PARENT, c)
+	if spec.Helper {
+		rest := in[cgStart+nCg:]
+		helperSteps(p, rest[0], null, rest[1:], in[cgStart:cgStart+nCg])
+		return p, h, nil
+	}
 	tr.mark(p, "exit")
 	p.call("exit", unix.SYS_EXIT_GROUP, 0)
 	return p, h, nil

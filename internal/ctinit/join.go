@@ -190,6 +190,12 @@ func join(spec JoinSpec, started chan<- int) (code int, err error) {
 	if setupErr != nil {
 		return 0, fmt.Errorf("entering the container failed: %w", setupErr)
 	}
+	return exitCode(ws)
+}
+
+// exitCode is a command's exit status as a shell reports it (128+signal
+// when killed).
+func exitCode(ws unix.WaitStatus) (int, error) {
 	switch {
 	case ws.Exited():
 		return ws.ExitStatus(), nil
@@ -247,19 +253,28 @@ func joinProgram(spec JoinSpec, fds []int, tr *tracer) (p *program, h *spawnPlan
 	tr.mark(c, "confine")
 	confine(c, spec.KSM)
 	tr.mark(c, "exec")
-	env := append(append([]string(nil), DefaultEnv...), spec.Env...)
-	e, err := c.execPlan(candidates(spec.Argv[0], env), spec.Argv, env)
-	if err != nil {
+	if err := execCommand(c, spec); err != nil {
 		return nil, nil, err
 	}
-	e.notFound = []byte("berth exec: " + spec.Argv[0] + ": command not found in the container\n")
-	e.noExec = []byte("berth exec: " + spec.Argv[0] + ": cannot execute in the container\n")
-	c.special("execute "+spec.Argv[0], kExec, unsafe.Pointer(e))
 
 	h = p.spawn("start the command", spawnFlags(spec.KSM)|unix.CLONE_PARENT, c)
 	tr.mark(p, "exit")
 	p.call("exit", unix.SYS_EXIT_GROUP, 0)
 	return p, h, nil
+}
+
+// execCommand appends the step that executes spec.Argv (looked up in the
+// container's PATH) with spec.Env after the default environment.
+func execCommand(c *program, spec JoinSpec) error {
+	env := append(append([]string(nil), DefaultEnv...), spec.Env...)
+	e, err := c.execPlan(candidates(spec.Argv[0], env), spec.Argv, env)
+	if err != nil {
+		return err
+	}
+	e.notFound = []byte("berth exec: " + spec.Argv[0] + ": command not found in the container\n")
+	e.noExec = []byte("berth exec: " + spec.Argv[0] + ": cannot execute in the container\n")
+	c.special("execute "+spec.Argv[0], kExec, unsafe.Pointer(e))
+	return nil
 }
 
 // candidates lists the paths execvp would try for file.
@@ -296,6 +311,13 @@ func confineCreds(p *program) {
 // for KSM "off" the no-merge filter) and clears the signal mask: the last
 // steps before execve.
 func confine(p *program, ksm string) {
+	confineNoMask(p, ksm)
+	p.call("clear the signal mask", unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(p.buf(8)), 0, 8)
+}
+
+// confineNoMask is confine without clearing the signal mask: for the exec
+// helper, which keeps every signal blocked (its children clear the mask).
+func confineNoMask(p *program, ksm string) {
 	switch ksm {
 	case "on", "off":
 		// Kernels before 6.4 refuse it (EINVAL): only memory that
@@ -316,7 +338,6 @@ func confine(p *program, ksm string) {
 	if ksm == "off" {
 		installFilter(p, "install the no-merge seccomp filter (ksm=0)", seccomp.NoMergeProgram())
 	}
-	p.call("clear the signal mask", unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(p.buf(8)), 0, 8)
 }
 
 // installFilter adds a step that loads filter as a seccomp filter; the

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // TestJoinSelf runs commands through Join in this test process's own
@@ -70,4 +71,15 @@ func TestJoinSelf(t *testing.T) {
 			t.Errorf("cancelled sleep: %d, %v after %s; want 137 at once", code, err, time.Since(start))
 		}
 	})
+}
+
+// TestChildEntryOffset checks the layout clone_amd64.s relies on: the
+// child reads childMain's entry at offset 32 of childArgs.
+func TestChildEntryOffset(t *testing.T) {
+	if off := unsafe.Offsetof(childArgs{}.entry); off != 32 {
+		t.Fatalf("childArgs.entry at offset %d; clone_amd64.s reads 32", off)
+	}
+	if childMainPC == 0 {
+		t.Fatal("no entry address for childMain")
+	}
 }

@@ -59,6 +59,7 @@ const (
 	kSpawn                 // clone3 a child running another program (spawnPlan)
 	kStoreReg              // *(*int32)(ptr) = reg
 	kAwait                 // read one byte from a[0] into ptr; end of file: exit quietly
+	kServe                 // serve exec requests for ever (servePlan, see Helper)
 )
 
 // step is one action of a program.
@@ -154,8 +155,11 @@ func (p *program) call(name string, trap uintptr, args ...uintptr) *step {
 // copy of a pipe or socket the daemon waits on (or listens on) while it
 // runs its steps. It returns their numbers in the child; they are
 // close-on-exec.
-func (p *program) useFDs(fds ...int) []uintptr {
-	base := 3
+func (p *program) useFDs(fds ...int) []uintptr { return p.useFDsFrom(3, fds...) }
+
+// useFDsFrom is useFDs with the fresh range starting at min or above.
+func (p *program) useFDsFrom(min int, fds ...int) []uintptr {
+	base := min
 	for _, fd := range fds {
 		base = max(base, fd+1)
 	}
@@ -203,7 +207,7 @@ func (p *program) runWait(name string, e *execPlan) {
 	c.call(name+": clear the signal mask", unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(p.buf(8)), 0, 8)
 	c.special(name, kExec, unsafe.Pointer(e))
 	stack := p.buf(childStack)
-	e.run = spawnPlan{child: childArgs{steps: c.steps, rep: c.report},
+	e.run = spawnPlan{child: newChildArgs(c.steps, c.report),
 		args: cloneArgs{flags: unix.CLONE_VM | unix.CLONE_VFORK, exitSignal: uint64(unix.SIGCHLD), stack: uint64(uintptr(stack)), stackSize: childStack}}
 	p.special(name, kRunWait, unsafe.Pointer(e))
 }
@@ -291,14 +295,34 @@ const childStack = 64 << 10
 // and p must stay alive (runtime.KeepAlive) until the child has executed
 // its command or died.
 func (p *program) start(flags uintptr, vfork bool) (pid, pidfd int, err error) {
-	fd := new(int32)
-	stack := p.buf(childStack)
 	if vfork {
 		flags |= unix.CLONE_VM | unix.CLONE_VFORK
 	}
-	args := &cloneArgs{flags: uint64(flags) | unix.CLONE_PIDFD, pidfd: uint64(uintptr(unsafe.Pointer(fd))),
-		exitSignal: uint64(unix.SIGCHLD), stack: uint64(uintptr(stack)), stackSize: childStack}
-	c := &childArgs{steps: p.steps, rep: p.report}
+	return p.fork(&cloneArgs{flags: uint64(flags)})
+}
+
+// startShared forks a child that runs p on the daemon's memory alongside
+// it, not as a vfork: the calling thread goes on at once. The child has a
+// stack and a thread-local storage of its own (zeroed: Go code that
+// looked for its goroutine there would fault in the child instead of
+// using the calling thread's), and must not run Go code that needs the
+// runtime, as with start. For a child that outlives the call (the exec
+// helper); p must stay alive as long as the child runs.
+func (p *program) startShared() (pid, pidfd int, err error) {
+	tls := p.buf(256)
+	return p.fork(&cloneArgs{flags: unix.CLONE_VM | unix.CLONE_SETTLS, tls: uint64(uintptr(tls) + 128)})
+}
+
+// fork clones a child running p with args (flags and TLS; fork adds the
+// stack, a pidfd and SIGCHLD as exit signal).
+func (p *program) fork(args *cloneArgs) (pid, pidfd int, err error) {
+	fd := new(int32)
+	stack := p.buf(childStack)
+	args.flags |= unix.CLONE_PIDFD
+	args.pidfd = uint64(uintptr(unsafe.Pointer(fd)))
+	args.exitSignal = uint64(unix.SIGCHLD)
+	args.stack, args.stackSize = uint64(uintptr(stack)), childStack
+	c := ptrTo(newChildArgs(p.steps, p.report))
 	p.keep = append(p.keep, c)
 	// Descriptors of other goroutines' forks must not leak in.
 	syscall.ForkLock.Lock()
@@ -315,7 +339,25 @@ func (p *program) start(flags uintptr, vfork bool) (pid, pidfd int, err error) {
 type childArgs struct {
 	steps []step
 	rep   uintptr
+	// entry is childMain's code address (ABIInternal), which cloneVM's
+	// child calls directly: through the assembly-to-Go wrapper, a race
+	// build would call the race detector first, with another thread's
+	// state (or none).
+	entry uintptr
 }
+
+func newChildArgs(steps []step, rep uintptr) childArgs {
+	return childArgs{steps: steps, rep: rep, entry: childMainPC}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// childMainPC is childMain's entry: a func value points to a word
+// holding the function's code address.
+var childMainPC = func() uintptr {
+	f := childMain
+	return **(**uintptr)(unsafe.Pointer(&f))
+}()
 
 // spawnPlan is a kSpawn step: clone3 with args, the child runs child's
 // steps on a stack of its own. The parent stores the child's PID in pid
@@ -332,7 +374,7 @@ type spawnPlan struct {
 // which is also kept in the returned plan. With CLONE_PARENT the child is
 // a sibling of p's process (exit signal: that of p's process).
 func (p *program) spawn(name string, flags uintptr, c *program) *spawnPlan {
-	sp := &spawnPlan{child: childArgs{steps: c.steps, rep: c.report}}
+	sp := &spawnPlan{child: newChildArgs(c.steps, c.report)}
 	stack := p.buf(childStack)
 	sp.args = cloneArgs{flags: uint64(flags), stack: uint64(uintptr(stack)), stackSize: childStack}
 	if flags&(unix.CLONE_PARENT|unix.CLONE_THREAD) == 0 {
@@ -455,6 +497,8 @@ func runSteps(steps []step, rep uintptr) {
 			execCandidates((*execPlan)(s.ptr))
 		case kRunWait:
 			runWait((*execPlan)(s.ptr), rep, s.id)
+		case kServe:
+			serve((*servePlan)(s.ptr))
 		case kSpawn:
 			sp := (*spawnPlan)(s.ptr)
 			pid, errno := cloneVM(&sp.args, unsafe.Sizeof(sp.args), &sp.child)
@@ -463,6 +507,66 @@ func runSteps(steps []step, rep uintptr) {
 			}
 			sp.pid = int64(pid)
 			reg = pid
+		}
+	}
+}
+
+// serve is an exec helper's loop (see Helper): it receives a request (the
+// address of an execRequest in the memory it shares with the daemon, and
+// the command's descriptors), moves the descriptors to helperFD and up,
+// spawns the request's child (which executes the command), records the
+// child's PID or the clone's errno in the request, closes the descriptors
+// and answers with one byte: 1 when it spawned, 0 for a malformed
+// request. It exits when the daemon's end of the socket is gone.
+//
+//go:norace
+//go:nocheckptr
+//go:nosplit
+func serve(sp *servePlan) {
+	// No pointer is stored here (newServePlan set them): a store of a
+	// pointer into the heap may need the garbage collector's write
+	// barrier, which uses the calling thread's runtime state this
+	// process does not have.
+	for {
+		sp.iov.Len = 8
+		sp.msg.Iovlen = 1
+		sp.msg.Controllen = uint64(len(sp.ctl))
+		sp.msg.Flags = 0
+		n, _, e := syscall.RawSyscall(unix.SYS_RECVMSG, sp.sock, uintptr(unsafe.Pointer(&sp.msg)), unix.MSG_CMSG_CLOEXEC)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 || n == 0 {
+			rawExit(0)
+		}
+		got := 0
+		hdr := (*unix.Cmsghdr)(unsafe.Pointer(&sp.ctl[0]))
+		if sp.msg.Controllen >= cmsgLen0 && hdr.Level == unix.SOL_SOCKET && hdr.Type == unix.SCM_RIGHTS && hdr.Len >= cmsgLen0 {
+			got = int(hdr.Len-cmsgLen0) / 4
+		}
+		fds := (*[helperFDs]int32)(unsafe.Pointer(&sp.ctl[cmsgLen0]))
+		for i := 0; i < got && i < helperFDs; i++ {
+			if fd := uintptr(fds[i]); fd != helperFD+uintptr(i) {
+				syscall.RawSyscall(unix.SYS_DUP3, fd, helperFD+uintptr(i), unix.O_CLOEXEC)
+				syscall.RawSyscall(unix.SYS_CLOSE, fd, 0, 0)
+			}
+		}
+		sp.answer = 0
+		if n == 8 && got == helperFDs && sp.msg.Flags&unix.MSG_CTRUNC == 0 {
+			r := *(**execRequest)(unsafe.Pointer(&sp.req))
+			pid, errno := cloneVM(&r.args, unsafe.Sizeof(r.args), &r.child)
+			r.pid = int64(pid)
+			r.errno = uint64(errno)
+			sp.answer = 1
+		}
+		for i := uintptr(0); i < helperFDs; i++ {
+			syscall.RawSyscall(unix.SYS_CLOSE, helperFD+i, 0, 0)
+		}
+		for {
+			_, _, e := syscall.RawSyscall(unix.SYS_WRITE, sp.sock, uintptr(unsafe.Pointer(&sp.answer)), 1)
+			if e != unix.EINTR {
+				break
+			}
 		}
 	}
 }

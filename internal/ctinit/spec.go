@@ -64,6 +64,16 @@ type Spec struct {
 	// Self is a descriptor of the berth binary, executed in MiniInitMode
 	// when Init is empty and the image has no /sbin/init; -1 for none.
 	Self int
+	// Helper keeps the first child as the container's exec helper
+	// (Init.Helper, see Helper), which confines itself before it spawns
+	// init (init inherits the confinement). Only for KSM "" or
+	// "default": the helper shares the daemon's memory.
+	Helper bool
+	// HelperLeave are the daemon's own cgroup.procs files (open for
+	// writing), one per hierarchy of CgroupProcs: the helper moves back
+	// there once init runs, and each command joins the container's
+	// groups (CgroupProcs, which the helper keeps open).
+	HelperLeave []int
 }
 
 // Net is one NIC's configuration inside the container.

@@ -66,6 +66,9 @@ type Options struct {
 	// (its KSM mode is not off); nil means it does. When it does not,
 	// containers start as with ksm=0.
 	KSMAllowed func(context.Context) bool
+	// NoExecHelper runs every exec through ctinit.Join instead of the
+	// container's exec helper (see ctinit.Helper).
+	NoExecHelper bool
 }
 
 // Driver runs system containers. It is safe for concurrent use.
@@ -98,6 +101,9 @@ type Driver struct {
 	// halts remembers the halt signal of images' init programs (see
 	// haltSignalOf).
 	halts map[haltKey]unix.Signal
+	// selfProcs are the daemon's own cgroup.procs files, open, by
+	// hierarchy: where exec helpers return to (see helperLeave).
+	selfProcs map[string]int
 }
 
 // cachedRoot is a container's overlayfs root (a detached mount) and what
@@ -527,7 +533,8 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 		}
 		ph.mark("nics")
 	}
-	procs, err := openProcs(grp.Dirs())
+	hs, dirs := grp.Hierarchies()
+	procs, err := openProcs(dirs)
 	if err != nil {
 		return err
 	}
@@ -535,6 +542,13 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	spec := ctinit.Spec{Root: d.rootMount(id), Hostname: s.Hostname, Init: s.Init, Privileged: s.Privileged,
 		UserNS: userns, NetNS: netns, RootFS: rootFD, CgroupProcs: procs,
 		Console: int(logf.Fd()), Null: int(null.Fd()), Self: int(bin.Fd()), KSM: merge.String(), Trace: ph.on()}
+	if !d.o.NoExecHelper && merge == ksm.ChoiceDefault {
+		if leave, err := d.helperLeave(hs); err != nil {
+			d.o.Log.Debug("container exec helper: execs join the container instead", "guest", id, "err", err)
+		} else {
+			spec.Helper, spec.HelperLeave = true, leave
+		}
+	}
 	for _, n := range s.Nets {
 		spec.Nets = append(spec.Nets, ctinit.Net{Name: n.Name})
 	}
@@ -555,11 +569,86 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	if err := d.recordStart(id, pid, lower, s, spec.KSM); err != nil {
 		return err
 	}
+	d.attachHelper(id, pid, in.Helper)
 	ph.mark("pidfile")
 	if log != nil {
 		log.Printf("container %d started: init PID %d, hostname %s, KSM %s", id, pid, s.Hostname, ksmNote(s.KSM, merge))
 	}
 	return nil
+}
+
+// helperLeave returns the daemon's own cgroup.procs file in each
+// hierarchy of hs, for an exec helper to return to: opened once and kept
+// open (the daemon's groups do not change while it runs).
+func (d *Driver) helperLeave(hs []string) ([]int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.selfProcs == nil {
+		all, err := d.cg.Open("berth")
+		if err != nil {
+			return nil, err
+		}
+		ahs, _ := all.Hierarchies()
+		dirs, err := d.cg.SelfDirs(ahs)
+		if err != nil {
+			return nil, err
+		}
+		fds, err := openProcs(dirs)
+		if err != nil {
+			return nil, err
+		}
+		d.selfProcs = map[string]int{}
+		for i, h := range ahs {
+			d.selfProcs[h] = fds[i]
+		}
+	}
+	out := make([]int, 0, len(hs))
+	for _, h := range hs {
+		fd, ok := d.selfProcs[h]
+		if !ok {
+			return nil, fmt.Errorf("no own cgroup in %s", h)
+		}
+		out = append(out, fd)
+	}
+	return out, nil
+}
+
+// attachHelper gives the running container id (init pid) its exec helper
+// (nil: none), or ends the helper if init is already gone.
+func (d *Driver) attachHelper(id, pid int, h *ctinit.Helper) {
+	if h == nil {
+		return
+	}
+	d.mu.Lock()
+	c := d.children[id]
+	ok := c != nil && c.rs.PID == pid
+	if ok {
+		c.helper = h
+	}
+	d.mu.Unlock()
+	if !ok {
+		h.Close()
+	}
+}
+
+// helperOf returns the exec helper of container id running as rs, or nil.
+func (d *Driver) helperOf(id int, rs runtimeState) *ctinit.Helper {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c := d.children[id]; c != nil && c.rs.PID == rs.PID && c.rs.StartTime == rs.StartTime {
+		return c.helper
+	}
+	return nil
+}
+
+// dropHelper ends container id's exec helper h (found gone).
+func (d *Driver) dropHelper(id int, h *ctinit.Helper) {
+	d.mu.Lock()
+	if c := d.children[id]; c != nil && c.helper == h {
+		c.helper = nil
+	}
+	d.mu.Unlock()
+	h.Close()
 }
 
 // holdMounts keeps a descriptor of the mount namespace of container id's

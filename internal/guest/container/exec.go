@@ -92,7 +92,7 @@ func (d *Driver) Exec(ctx context.Context, cfg api.Guest, req guest.ExecRequest)
 	if ph.on() {
 		spec.Stages = &stages
 	}
-	code, err := ctinit.Join(ctx, spec)
+	code, err := d.join(ctx, cfg.ID, rs, spec)
 	ph.mark("wait")
 	ph.detail("wait", stages)
 	st.closeStarted()
@@ -101,6 +101,24 @@ func (d *Driver) Exec(ctx context.Context, cfg api.Guest, req guest.ExecRequest)
 		return ExitHelperFailed, fmt.Errorf("exec in container %d: %w", cfg.ID, err)
 	}
 	return code, nil
+}
+
+// join runs spec through container id's exec helper, or ctinit.Join
+// without one (a container started by an earlier daemon, or with KSM on
+// or off) or once the helper is found gone.
+func (d *Driver) join(ctx context.Context, id int, rs runtimeState, spec ctinit.JoinSpec) (int, error) {
+	if h := d.helperOf(id, rs); h != nil {
+		code, err := h.Exec(ctx, spec)
+		if !errors.Is(err, ctinit.ErrHelperGone) {
+			return code, err
+		}
+		d.o.Log.Warn("container exec helper gone; joining the container instead", "guest", id, "err", err)
+		d.dropHelper(id, h)
+		if spec.Stages != nil {
+			*spec.Stages = nil
+		}
+	}
+	return ctinit.Join(ctx, spec)
 }
 
 // sameWriter reports whether a and b are the same writer (as os/exec

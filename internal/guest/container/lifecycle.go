@@ -109,6 +109,9 @@ type child struct {
 	rs   runtimeState
 	p    *pidfd
 	done chan struct{} // closed once init is reaped
+	// helper is the container's exec helper (guarded by Driver.mu),
+	// ended once init is reaped.
+	helper *ctinit.Helper
 }
 
 // liveChild returns container id's init if this daemon started it and it
@@ -382,8 +385,13 @@ func (d *Driver) watch(id int, rs runtimeState) {
 		if d.children[id] == c {
 			delete(d.children, id)
 		}
+		h := c.helper
+		c.helper = nil
 		d.mu.Unlock()
 		p.close()
 		close(c.done)
+		// After done: a stop need not wait for it (the helper is in
+		// none of the container's cgroups).
+		h.Close()
 	}()
 }

@@ -33,39 +33,55 @@ func (l *lockedBuffer) String() string {
 
 // TestStartPhasesLogged checks the debug log of a start and an exec: the
 // driver's phases and, inside "init" and the exec's "wait", the stages
-// the children recorded, in order and each measured.
+// the children recorded, in order and each measured. With the exec
+// helper (the default) the first child confines itself before it spawns
+// init, stays as the helper, and an exec is one spawn; without it
+// (NoExecHelper) init confines itself, the first child exits and an exec
+// forks through every join step.
 func TestStartPhasesLogged(t *testing.T) {
-	e := newEnv(t)
-	var buf lockedBuffer
-	self, _ := os.Executable()
-	d, err := container.New(container.Options{DataDir: e.dir, Store: e.st, Images: e.img, Self: self,
-		Log: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.d = d
-	g := e.create(170, nil)
-	e.start(g)
-	if out, code := e.run(g, "true"); code != 0 {
-		t.Fatalf("exec: %d %s", code, out)
-	}
-	for _, c := range []struct{ op, step, want string }{
-		{"start", "init", "build fork cgroups userns unshare spawn root mounts net pivot confine exec exit reap"},
-		{"exec", "wait", "build fork spawn cgroups setns confine exec exit run"},
+	for _, tc := range []struct {
+		name               string
+		noHelper           bool
+		id                 int
+		startWant, runWant string
+	}{
+		{"helper", false, 170, "build fork cgroups userns unshare confine spawn root mounts net pivot exec", "spawn run"},
+		{"join", true, 171, "build fork cgroups userns unshare spawn root mounts net pivot confine exec exit reap", "build fork spawn cgroups setns confine exec exit run"},
 	} {
-		line, keys := phaseLine(t, buf.String(), c.op)
-		var stages []string
-		for _, k := range keys {
-			if s, ok := strings.CutPrefix(k, c.step+"/"); ok {
-				stages = append(stages, s)
-				if v, _ := line[k].(float64); v <= 0 || time.Duration(v) > time.Minute {
-					t.Errorf("%s stage %s took %v", c.op, k, time.Duration(v))
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			var buf lockedBuffer
+			self, _ := os.Executable()
+			d, err := container.New(container.Options{DataDir: e.dir, Store: e.st, Images: e.img, Self: self, NoExecHelper: tc.noHelper,
+				Log: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.d = d
+			g := e.create(tc.id, nil)
+			e.start(g)
+			if out, code := e.run(g, "true"); code != 0 {
+				t.Fatalf("exec: %d %s", code, out)
+			}
+			for _, c := range []struct{ op, step, want string }{
+				{"start", "init", tc.startWant},
+				{"exec", "wait", tc.runWant},
+			} {
+				line, keys := phaseLine(t, buf.String(), c.op)
+				var stages []string
+				for _, k := range keys {
+					if s, ok := strings.CutPrefix(k, c.step+"/"); ok {
+						stages = append(stages, s)
+						if v, _ := line[k].(float64); v <= 0 || time.Duration(v) > time.Minute {
+							t.Errorf("%s stage %s took %v", c.op, k, time.Duration(v))
+						}
+					}
+				}
+				if got := strings.Join(stages, " "); got != c.want {
+					t.Errorf("%s stages %q, want %q", c.op, got, c.want)
 				}
 			}
-		}
-		if got := strings.Join(stages, " "); got != c.want {
-			t.Errorf("%s stages %q, want %q", c.op, got, c.want)
-		}
+		})
 	}
 }
 
