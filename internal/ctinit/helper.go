@@ -98,16 +98,14 @@ type Helper struct {
 }
 
 // helperSteps appends to p (the first child of a start, in the
-// container's groups) what turns it into the helper once init runs:
-// close the report descriptor (the daemon then knows init runs), go back
-// to the daemon's own groups (leave: the daemon's cgroup.procs files),
+// container's groups, its report descriptor closed) what turns it into
+// the helper once init runs: go back to the daemon's own groups (leave: the daemon's cgroup.procs files),
 // set the parent-death signal, arrange its descriptors (null on 0 to 2,
 // sock, the container's cgroup.procs files in join, which commands write
 // to) and serve. A step failing after the report's close ends the helper
 // only (Exec then answers ErrHelperGone); none can leave it serving from
 // inside the container's groups.
 func helperSteps(p *program, sock, null uintptr, leave, join []uintptr) {
-	p.call("close the report descriptor", unix.SYS_CLOSE, p.report)
 	one := p.cstr("0")
 	for _, fd := range leave {
 		p.call("move the exec helper back to the daemon's groups", unix.SYS_WRITE, fd, one, 1)
@@ -138,7 +136,11 @@ func (h *Helper) Exec(ctx context.Context, spec JoinSpec) (int, error) {
 	if len(spec.Argv) == 0 {
 		return 0, fmt.Errorf("no command given")
 	}
-	c, r, err := h.request(spec)
+	var tr *tracer
+	if spec.Stages != nil {
+		tr = &tracer{}
+	}
+	c, r, err := h.request(spec, tr)
 	if err != nil {
 		return 0, err
 	}
@@ -182,10 +184,10 @@ func (h *Helper) Exec(ctx context.Context, spec JoinSpec) (int, error) {
 	ws := reap(pid)
 	runtime.KeepAlive(c) // the command's process ran on its memory until execve
 	runtime.KeepAlive(r)
-	if spec.Stages != nil {
+	if tr != nil {
 		var t2 unix.Timespec
 		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &t2)
-		*spec.Stages = []Stage{{Name: "spawn", Took: ns(t0, t1)}, {Name: "run", Took: ns(t1, t2)}}
+		*spec.Stages = append(tr.stages(t0, t1), Stage{Name: "run", Took: ns(t1, t2)})
 	}
 	if setupErr != nil {
 		return 0, fmt.Errorf("entering the container failed: %w", setupErr)
@@ -194,12 +196,14 @@ func (h *Helper) Exec(ctx context.Context, spec JoinSpec) (int, error) {
 }
 
 // request builds the command's program and the request for it.
-func (h *Helper) request(spec JoinSpec) (*program, *execRequest, error) {
+func (h *Helper) request(spec JoinSpec, tr *tracer) (*program, *execRequest, error) {
 	c := newProgram()
 	c.report = helperFD + 3
+	tr.mark(c, "setup")
 	for i := uintptr(0); i < 3; i++ {
 		c.call("set up standard descriptors", unix.SYS_DUP3, helperFD+i, i, 0)
 	}
+	tr.mark(c, "cgroups")
 	one := c.cstr("0")
 	for i := 0; i < h.joins; i++ {
 		c.call("join the container's cgroups", unix.SYS_WRITE, helperJoin+uintptr(i), one, 1)
@@ -218,6 +222,7 @@ func (h *Helper) request(spec JoinSpec) (*program, *execRequest, error) {
 	c.call("close descriptors", unix.SYS_CLOSE_RANGE, 3, helperFD+2, 0)
 	c.call("close descriptors", unix.SYS_CLOSE_RANGE, helperFD+helperFDs, ^uintptr(0)>>32, 0)
 	c.call("clear the signal mask", unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(c.buf(8)), 0, 8)
+	tr.mark(c, "exec")
 	if err := execCommand(c, spec); err != nil {
 		return nil, nil, err
 	}

@@ -125,7 +125,7 @@ func StartInit(spec Spec) (*Init, error) {
 	if spec.Helper && len(spec.HelperLeave) != len(spec.CgroupProcs) {
 		return nil, fmt.Errorf("container init: the exec helper needs one group to return to per hierarchy (%d for %d)", len(spec.HelperLeave), len(spec.CgroupProcs))
 	}
-	sock := [2]int{-1, -1}
+	sock, syncPipe := [2]int{-1, -1}, [2]int{-1, -1}
 	if spec.Helper {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -133,14 +133,21 @@ func StartInit(spec Spec) (*Init, error) {
 			return nil, fmt.Errorf("exec helper socket: %w", err)
 		}
 		sock = [2]int{fds[0], fds[1]}
+		if err := unix.Pipe2(syncPipe[:], unix.O_CLOEXEC); err != nil {
+			unix.Close(rep[1])
+			closeFDs(sock[:]...)
+			return nil, fmt.Errorf("sync pipe: %w", err)
+		}
 	}
-	p, h, err := initProgram(spec, rep[1], sock[1], tr)
+	p, h, err := initProgram(spec, rep[1], sock[1], syncPipe, tr)
 	if err != nil {
 		unix.Close(rep[1])
 		closeFDs(sock[:]...)
+		closeFDs(syncPipe[:]...)
 		return nil, err
 	}
 	if spec.Helper {
+		defer closeFDs(syncPipe[:]...) // the children have theirs
 		return startWithHelper(spec, p, h, rep, sock, tr, t0)
 	}
 	var base, end unix.Timespec
@@ -238,7 +245,7 @@ const atFDCWD = ^uintptr(99) // -100
 // initProgram builds the intermediate child's steps (p) and init's (the
 // child it spawns, whose PID lands in h.pid); rep is the report pipe's
 // write end.
-func initProgram(spec Spec, rep, sock int, tr *tracer) (p *program, h *spawnPlan, err error) {
+func initProgram(spec Spec, rep, sock int, syncPipe [2]int, tr *tracer) (p *program, h *spawnPlan, err error) {
 	p = newProgram()
 	keep := []int{rep, spec.Console, spec.Null, spec.RootFS}
 	if spec.Self >= 0 {
@@ -255,6 +262,7 @@ func initProgram(spec Spec, rep, sock int, tr *tracer) (p *program, h *spawnPlan
 	if spec.Helper {
 		keep = append(keep, sock)
 		keep = append(keep, spec.HelperLeave...)
+		keep = append(keep, syncPipe[0], syncPipe[1])
 	}
 	// Above the helper's fixed descriptor numbers (helperJoin and up).
 	in := p.useFDsFrom(helperJoin+8, keep...)
@@ -269,7 +277,7 @@ func initProgram(spec Spec, rep, sock int, tr *tracer) (p *program, h *spawnPlan
 	one := p.cstr("0")
 	cgStart := len(in) - nCg
 	if spec.Helper {
-		cgStart -= 1 + len(spec.HelperLeave)
+		cgStart -= 1 + len(spec.HelperLeave) + 2
 	}
 	for _, fd := range in[cgStart : cgStart+nCg] {
 		p.call("join the container's cgroups", unix.SYS_WRITE, fd, one, 1)
@@ -364,12 +372,23 @@ func initProgram(spec Spec, rep, sock int, tr *tracer) (p *program, h *spawnPlan
 	// Init is PID 1 of the new PID namespace and a child of the daemon
 	// (CLONE_PARENT); this process waits until it executed init (or
 	// failed) and exits.
-	h = p.spawn("start init", spawnFlags(spec.KSM)|unix.CLONE_PARENT, c)
 	if spec.Helper {
+		// Init runs alongside (no vfork): this process closes its copy
+		// of the report descriptor at once, so the daemon learns that
+		// init runs when init's copy closes (its execve), and only then,
+		// woken by the end of the sync pipe likewise, turns into the
+		// helper.
 		rest := in[cgStart+nCg:]
-		helperSteps(p, rest[0], null, rest[1:], in[cgStart:cgStart+nCg])
+		syncR, syncW := rest[1+len(spec.HelperLeave)], rest[2+len(spec.HelperLeave)]
+		h = p.spawn("start init", unix.CLONE_VM|unix.CLONE_PARENT, c)
+		p.call("close the sync pipe's write end", unix.SYS_CLOSE, syncW)
+		p.call("close the report descriptor", unix.SYS_CLOSE, p.report)
+		p.special("wait until init runs", kWaitEOF, p.buf(1), syncR)
+		p.call("close the sync pipe", unix.SYS_CLOSE, syncR)
+		helperSteps(p, rest[0], null, rest[1:1+len(spec.HelperLeave)], in[cgStart:cgStart+nCg])
 		return p, h, nil
 	}
+	h = p.spawn("start init", spawnFlags(spec.KSM)|unix.CLONE_PARENT, c)
 	tr.mark(p, "exit")
 	p.call("exit", unix.SYS_EXIT_GROUP, 0)
 	return p, h, nil

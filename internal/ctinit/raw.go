@@ -60,6 +60,7 @@ const (
 	kStoreReg              // *(*int32)(ptr) = reg
 	kAwait                 // read one byte from a[0] into ptr; end of file: exit quietly
 	kServe                 // serve exec requests for ever (servePlan, see Helper)
+	kWaitEOF               // read from a[0] into ptr until end of file
 )
 
 // step is one action of a program.
@@ -490,6 +491,17 @@ func runSteps(steps []step, rep uintptr) {
 				}
 				if n == 0 {
 					rawExit(exitSetupFailed) // the other side gave up
+				}
+				break
+			}
+		case kWaitEOF:
+			for {
+				n, _, e := syscall.RawSyscall(unix.SYS_READ, a[0], uintptr(s.ptr), 1)
+				if e == unix.EINTR || e == 0 && n > 0 {
+					continue
+				}
+				if e != 0 {
+					fail(rep, s.id, uintptr(e))
 				}
 				break
 			}

@@ -45,7 +45,7 @@ func TestStartPhasesLogged(t *testing.T) {
 		id                 int
 		startWant, runWant string
 	}{
-		{"helper", false, 170, "build fork cgroups userns unshare confine spawn root mounts net pivot exec", "spawn run"},
+		{"helper", false, 170, "build fork cgroups userns unshare confine spawn root mounts net pivot exec", "fork setup cgroups exec run"},
 		{"join", true, 171, "build fork cgroups userns unshare spawn root mounts net pivot confine exec exit reap", "build fork spawn cgroups setns confine exec exit run"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
