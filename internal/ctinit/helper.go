@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -89,7 +90,8 @@ var ErrHelperGone = errors.New("the container's exec helper is gone")
 // Helper is the daemon's handle of a container's exec helper.
 type Helper struct {
 	mu     sync.Mutex
-	sock   int // the daemon's end
+	sock   int      // the daemon's end
+	sockf  *os.File // sock on the runtime's poller, for answers
 	pid    int
 	pidfd  int
 	joins  int      // cgroup.procs files a command joins (helperJoin and up)
@@ -148,12 +150,17 @@ func (h *Helper) Exec(ctx context.Context, spec JoinSpec) (int, error) {
 	if err := unix.Pipe2(rep[:], unix.O_CLOEXEC); err != nil {
 		return 0, fmt.Errorf("report pipe: %w", err)
 	}
-	defer unix.Close(rep[0])
+	repR, err := pollable(rep[0], "report pipe")
+	if err != nil {
+		unix.Close(rep[1])
+		return 0, err
+	}
+	defer repR.Close()
 	var t0, t1 unix.Timespec
 	if spec.Stages != nil {
 		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &t0)
 	}
-	ok, err := h.send(r, [helperFDs]int{spec.Stdio[0], spec.Stdio[1], spec.Stdio[2], rep[1]})
+	ok, err := h.send(r, [helperFDs]int{spec.Stdio[0], spec.Stdio[1], spec.Stdio[2], rep[1]}, repR)
 	unix.Close(rep[1])
 	if err != nil {
 		return 0, err
@@ -171,17 +178,17 @@ func (h *Helper) Exec(ctx context.Context, spec JoinSpec) (int, error) {
 	}
 	// The command is this daemon's unreaped child (CLONE_PARENT): its PID
 	// is its own until the wait below.
-	pidfd, err := unix.PidfdOpen(pid, 0)
+	pf, err := openPolledPidfd(pid)
 	if err != nil {
 		_ = unix.Kill(pid, unix.SIGKILL)
 		reap(pid)
 		return 0, fmt.Errorf("pidfd of the command: %w", err)
 	}
-	defer unix.Close(pidfd)
-	stop := context.AfterFunc(ctx, func() { _ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0) })
+	defer pf.Close()
+	stop := context.AfterFunc(ctx, func() { pf.kill() })
 	defer stop()
-	setupErr := c.readReport(rep[0])
-	ws := reap(pid)
+	setupErr := c.readReportFile(repR)
+	ws := pf.reap()
 	runtime.KeepAlive(c) // the command's process ran on its memory until execve
 	runtime.KeepAlive(r)
 	if tr != nil {
@@ -235,8 +242,12 @@ func (h *Helper) request(spec JoinSpec, tr *tracer) (*program, *execRequest, err
 }
 
 // send passes r and its descriptors to the helper and waits for its
-// answer: whether it took the request.
-func (h *Helper) send(r *execRequest, fds [helperFDs]int) (bool, error) {
+// answer: whether it took the request. The answer comes once the command
+// executed; while the helper waits for that, its end of the report pipe
+// (repR) stays open, so waiting for the answer on the runtime's poller
+// is waiting for repR's writers too: the answer is read without blocking
+// a thread in a system call.
+func (h *Helper) send(r *execRequest, fds [helperFDs]int, repR *os.File) (bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -244,22 +255,77 @@ func (h *Helper) send(r *execRequest, fds [helperFDs]int) (bool, error) {
 	}
 	addr := uintptr(unsafe.Pointer(r))
 	msg := (*[8]byte)(unsafe.Pointer(&addr))[:]
-	if err := unix.Sendmsg(h.sock, msg, unix.UnixRights(fds[:]...), nil, 0); err != nil {
+	rc, err := h.sockf.SyscallConn()
+	if err != nil {
 		return false, fmt.Errorf("%w (%v)", ErrHelperGone, err)
 	}
+	var serr error
+	if err := rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), msg, unix.UnixRights(fds[:]...), nil, 0)
+		return serr != unix.EAGAIN
+	}); err != nil || serr != nil {
+		return false, fmt.Errorf("%w (%v %v)", ErrHelperGone, err, serr)
+	}
 	var b [1]byte
-	for {
-		n, err := unix.Read(h.sock, b[:])
-		if err == unix.EINTR {
-			continue
-		}
-		runtime.KeepAlive(r)
-		if err != nil || n != 1 {
-			return false, fmt.Errorf("%w (no answer: %v)", ErrHelperGone, err)
-		}
-		return b[0] == 1, nil
+	n, err := h.sockf.Read(b[:])
+	runtime.KeepAlive(r)
+	if err != nil || n != 1 {
+		return false, fmt.Errorf("%w (no answer: %v)", ErrHelperGone, err)
+	}
+	return b[0] == 1, nil
+}
+
+// pollable makes fd non-blocking and returns it as a file on the
+// runtime's poller: reading it parks the goroutine instead of holding a
+// thread (and a scheduler slot the runtime then takes back) in a system
+// call.
+func pollable(fd int, name string) (*os.File, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// polledPidfd is a pidfd on the runtime's poller, for waiting for a child.
+type polledPidfd struct {
+	f   *os.File
+	pid int
+}
+
+func openPolledPidfd(pid int) (*polledPidfd, error) {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return nil, err
+	}
+	return &polledPidfd{f: os.NewFile(uintptr(fd), "pidfd"), pid: pid}, nil
+}
+
+func (p *polledPidfd) kill() {
+	if rc, err := p.f.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { _ = unix.PidfdSendSignal(int(fd), unix.SIGKILL, nil, 0) })
 	}
 }
+
+// reap waits (parked) until the child exits and reaps it.
+func (p *polledPidfd) reap() unix.WaitStatus {
+	var ws unix.WaitStatus
+	rc, err := p.f.SyscallConn()
+	if err != nil {
+		return reap(p.pid)
+	}
+	done := false
+	if err := rc.Read(func(uintptr) bool {
+		n, err := unix.Wait4(p.pid, &ws, unix.WNOHANG, nil)
+		done = n == p.pid || err != nil && err != unix.EINTR
+		return done
+	}); err != nil || !done {
+		return reap(p.pid)
+	}
+	return ws
+}
+
+func (p *polledPidfd) Close() error { return p.f.Close() }
 
 // Close ends the helper and reaps it. Safe to call more than once and
 // while another goroutine execs (which then gets ErrHelperGone).
@@ -274,8 +340,15 @@ func (h *Helper) Close() {
 	}
 	h.closed = true
 	_ = unix.PidfdSendSignal(h.pidfd, unix.SIGKILL, nil, 0)
-	unix.Close(h.sock)
-	reap(h.pid)
+	h.sockf.Close() // and h.sock
+	// Its exit may take a while (it may hold the container's last
+	// namespace references): wait on the poller, not in a system call.
+	if pf, err := openPolledPidfd(h.pid); err == nil {
+		pf.reap()
+		pf.Close()
+	} else {
+		reap(h.pid)
+	}
 	unix.Close(h.pidfd)
 	runtime.KeepAlive(h.prog)
 }

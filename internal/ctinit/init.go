@@ -202,8 +202,25 @@ func startWithHelper(spec Spec, p *program, h *spawnPlan, rep [2]int, sock [2]in
 		unix.Close(sock[0])
 		return nil, fmt.Errorf("start container init: %w", err)
 	}
-	hp := &Helper{sock: sock[0], pid: cpid, pidfd: cpidfd, joins: len(spec.CgroupProcs), prog: p}
-	setupErr := p.readReport(rep[0])
+	sockf, err := pollable(sock[0], "exec helper socket")
+	if err != nil {
+		_ = unix.PidfdSendSignal(cpidfd, unix.SIGKILL, nil, 0)
+		reap(cpid)
+		unix.Close(cpidfd)
+		return nil, err
+	}
+	hp := &Helper{sock: sock[0], sockf: sockf, pid: cpid, pidfd: cpidfd, joins: len(spec.CgroupProcs), prog: p}
+	// The daemon's read end, on the poller: rep[0] is closed by
+	// StartInit, so a duplicate.
+	var setupErr error
+	if fd, err := unix.Dup(rep[0]); err != nil {
+		setupErr = p.readReport(rep[0])
+	} else if f, err := pollable(fd, "report pipe"); err != nil {
+		setupErr = p.readReport(rep[0])
+	} else {
+		setupErr = p.readReportFile(f)
+		f.Close()
+	}
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &end)
 	pid := int(h.pid)
 	if setupErr == nil && pid <= 0 {

@@ -3,6 +3,8 @@ package ctinit
 import (
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"runtime"
 	"syscall"
 	"unsafe"
@@ -246,6 +248,21 @@ func (p *program) errorFor(r report) error {
 		return fmt.Errorf("%s: exit status %d", name, ws.ExitStatus())
 	}
 	return fmt.Errorf("%s: %w", name, syscall.Errno(r.errno))
+}
+
+// readReportFile is readReport on a file (of the runtime's poller).
+func (p *program) readReportFile(f *os.File) error {
+	var b [8]byte
+	n, err := io.ReadFull(f, b[:])
+	switch {
+	case n == 0 && (err == io.EOF || err == io.ErrUnexpectedEOF):
+		return nil
+	case err == io.ErrUnexpectedEOF:
+		return fmt.Errorf("short setup report from the child (%d bytes)", n)
+	case err != nil:
+		return fmt.Errorf("read the child's setup report: %w", err)
+	}
+	return p.errorFor(*(*report)(unsafe.Pointer(&b[0])))
 }
 
 // readReport reads a child's report from fd: nil once the child executed

@@ -104,6 +104,9 @@ type Driver struct {
 	// selfProcs are the daemon's own cgroup.procs files, open, by
 	// hierarchy: where exec helpers return to (see helperLeave).
 	selfProcs map[string]int
+	// helperClosing holds, per container whose exec helper is being
+	// ended after its init exited, a channel closed when it is gone.
+	helperClosing map[int]chan struct{}
 }
 
 // cachedRoot is a container's overlayfs root (a detached mount) and what
@@ -137,7 +140,7 @@ func New(o Options) (*Driver, error) {
 
 	d := &Driver{o: o, dir: filepath.Join(o.DataDir, "containers"), cpus: runtime.NumCPU(),
 		perID: map[int]*sync.Mutex{}, userns: map[int]cachedNS{}, roots: map[int]cachedRoot{}, held: map[int]int{}, releasing: map[int]chan struct{}{},
-		children: map[int]*child{}, clean: map[int]bool{}}
+		children: map[int]*child{}, clean: map[int]bool{}, helperClosing: map[int]chan struct{}{}}
 	if o.Cgroups != nil {
 		d.cg = *o.Cgroups
 	} else {
@@ -699,10 +702,13 @@ func (d *Driver) releaseMounts(id int) {
 // new overlayfs on the same layer is refused while the old one lives.
 func (d *Driver) waitReleased(id int) {
 	d.mu.Lock()
-	ch := d.releasing[id]
+	ch, hc := d.releasing[id], d.helperClosing[id]
 	d.mu.Unlock()
 	if ch != nil {
 		<-ch
+	}
+	if hc != nil {
+		<-hc
 	}
 }
 

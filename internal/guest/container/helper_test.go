@@ -75,20 +75,32 @@ func TestExecHelper(t *testing.T) {
 		t.Fatal("no exec helper next to init")
 	}
 
-	// Back in the daemon's groups: the container's pids count is init's.
+	// Back in the daemon's groups (it moves there once init runs, in its
+	// own time).
 	self, _ := os.ReadFile("/proc/self/cgroup")
-	hc, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", h))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []string{"memory", "pids", "cpu"} {
-		if got, want := cgroupLine(t, string(hc), c), cgroupLine(t, string(self), c); got != want {
-			t.Errorf("helper's %s group %s, want the daemon's %s", c, got, want)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		hc, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", h))
+		if err != nil {
+			t.Fatal(err)
 		}
+		var wrong []string
+		for _, c := range []string{"memory", "pids", "cpu"} {
+			if got, want := cgroupLine(t, string(hc), c), cgroupLine(t, string(self), c); got != want {
+				wrong = append(wrong, fmt.Sprintf("helper's %s group %s, want the daemon's %s", c, got, want))
+			}
+		}
+		if len(wrong) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(strings.Join(wrong, "; "))
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	// Once busybox init's own start is over, the container's only
 	// process is init: the helper counts against none of its limits.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(5 * time.Second)
 	for {
 		b, err := os.ReadFile("/sys/fs/cgroup/pids/berth/190/pids.current")
 		if err != nil || strings.TrimSpace(string(b)) == "1" {
@@ -99,10 +111,18 @@ func TestExecHelper(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	// Not in the container's PID namespace: the guest sees init and the
-	// shell (which counts without forking) only.
-	if out, code := e.run(g, "set -- /proc/[0-9]*; echo $#"); code != 0 || strings.TrimSpace(out) != "2" {
-		t.Errorf("processes the guest sees: %q (code %d), want 2 (init, sh)", out, code)
+	// Not in the container's PID namespace: once init's own start is
+	// over, the guest sees init and the shell (which counts without
+	// forking) only.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		out, code := e.run(g, "set -- /proc/[0-9]*; echo $#")
+		if code == 0 && strings.TrimSpace(out) == "2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes the guest sees: %q (code %d), want 2 (init, sh)", out, code)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	// Not the OOM killer's business: as the daemon.
 	if a, _ := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", h)); strings.TrimSpace(string(a)) != "0" {

@@ -387,11 +387,26 @@ func (d *Driver) watch(id int, rs runtimeState) {
 		}
 		h := c.helper
 		c.helper = nil
+		var closed chan struct{}
+		if h != nil {
+			// The helper holds the container's mount namespace now:
+			// a new overlayfs waits for its end (waitReleased).
+			closed = make(chan struct{})
+			d.helperClosing[id] = closed
+		}
 		d.mu.Unlock()
 		p.close()
 		close(c.done)
 		// After done: a stop need not wait for it (the helper is in
 		// none of the container's cgroups).
-		h.Close()
+		if h != nil {
+			h.Close()
+			d.mu.Lock()
+			if d.helperClosing[id] == closed {
+				delete(d.helperClosing, id)
+			}
+			d.mu.Unlock()
+			close(closed)
+		}
 	}()
 }
