@@ -2,8 +2,9 @@
 // Debian's LXC on the same busybox root file system, in one run.
 //
 //   - start latency: start request → a command ran inside → hard stop,
-//     median of -n cycles; berth through its API (start task, exec over
-//     the API, stop task), LXC as lxc-start -d + lxc-attach + lxc-stop -k;
+//     median of -n cycles per side, the two sides taking turns cycle by
+//     cycle; berth through its API (start task, exec over the API, stop
+//     task), LXC as lxc-start -d + lxc-attach + lxc-stop -k;
 //   - density: -density idle containers started through the API; host
 //     memory used per container beyond the containers' own processes
 //     (drop of MemAvailable minus the processes' summed PSS), and the
@@ -90,13 +91,42 @@ func main() {
 	d = startDaemon(bin, data, "info")
 	defer d.stop()
 	cl := d.cl
-	fmt.Printf("start latency (start request -> command ran inside -> hard stop), median of %d cycles, busybox rootfs %s\n", *n, rootfs)
+	fmt.Printf("start latency (start request -> command ran inside -> hard stop), median of %d cycles per side, taking turns, busybox rootfs %s\n", *n, rootfs)
+	// The two sides take turns, cycle by cycle (who goes first
+	// alternates), so that both see the same machine: on a shared
+	// virtual machine the speed drifts over seconds, and blocks of
+	// cycles one after the other measured the drift as much as the
+	// difference.
 	var steps [3][]time.Duration
-	berthMed := median(*n, func() error { return berthCycle(ctx, cl, 1000, &steps) })
+	var berthDs, lxcDs []time.Duration
+	timed := func(ds *[]time.Duration, cycle func() error) {
+		t0 := time.Now()
+		must(cycle())
+		*ds = append(*ds, time.Since(t0))
+	}
+	runBerth := func() { timed(&berthDs, func() error { return berthCycle(ctx, cl, 1000, &steps) }) }
+	runLXC := func() { timed(&lxcDs, func() error { return lxcCycle(tmp, rootfs) }) }
+	if !*skipLXC {
+		runLXC() // LXC's first start reads its config and libraries: not timed
+		lxcDs = nil
+	}
+	for i := 0; i < *n; i++ {
+		switch {
+		case *skipLXC:
+			runBerth()
+		case i%2 == 0:
+			runBerth()
+			runLXC()
+		default:
+			runLXC()
+			runBerth()
+		}
+	}
+	berthMed := mid(berthDs)
 	fmt.Printf("  berth (unprivileged, idmapped overlay, API): median %s (start task %s, exec %s, stop task %s)\n",
 		berthMed, mid(steps[0]), mid(steps[1]), mid(steps[2]))
 	if !*skipLXC {
-		lxcMed := median(*n, func() error { return lxcCycle(tmp, rootfs) })
+		lxcMed := mid(lxcDs)
 		fmt.Printf("  lxc (privileged, lxc-start -d + lxc-attach + lxc-stop -k): median %s\n", lxcMed)
 		fmt.Printf("  ratio berth/lxc: %.3f (goal <= 0.2)\n", float64(berthMed)/float64(lxcMed))
 	}
