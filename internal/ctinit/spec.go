@@ -1,6 +1,8 @@
 // Package ctinit creates container processes straight from the daemon,
-// without a helper process: StartInit starts a new container's init in
-// fresh namespaces and Join forks a command into a running container's.
+// without re-executing a helper binary: StartInit starts a new
+// container's init in fresh namespaces (and keeps its first child as the
+// container's exec helper, see Helper), and Join forks a command into a
+// running container's when there is no helper.
 // The forked children are copies of one daemon thread that borrow the
 // daemon's memory (vfork) and run a program of raw system calls prepared
 // before the fork (see program in raw.go): no Go code, no allocation, no
@@ -12,8 +14,9 @@
 // hostname, brings the network up, drops capabilities, installs the
 // seccomp filter and executes the container's init; for exec the child
 // joins the container's cgroups and namespaces, confines itself the same
-// way and executes the command. No berth process stays behind in a
-// container (except MiniInit, berth's own init for images without one).
+// way and executes the command. No berth process runs inside a container
+// (except MiniInit, berth's own init for images without one): the exec
+// helper is outside its PID namespace and cgroups.
 //
 // The daemon's own threads never change namespace: every setns and
 // unshare happens in the single-threaded children.
