@@ -94,8 +94,9 @@ type Helper struct {
 	sockf  *os.File // sock on the runtime's poller, for answers
 	pid    int
 	pidfd  int
-	joins  int      // cgroup.procs files a command joins (helperJoin and up)
-	prog   *program // the helper's program and stack
+	joins  int   // cgroup.procs files a command joins (helperJoin and up)
+	keep   []any // the memory the helper runs on (program.lasting)
+	stack  []byte
 	closed bool
 }
 
@@ -109,6 +110,7 @@ type Helper struct {
 // inside the container's groups.
 func helperSteps(p *program, sock, null uintptr, leave, join []uintptr) {
 	one := p.cstr("0")
+	p.lasting = append(p.lasting, p.keep[len(p.keep)-1])
 	for _, fd := range leave {
 		p.call("move the exec helper back to the daemon's groups", unix.SYS_WRITE, fd, one, 1)
 		p.call("move the exec helper back to the daemon's groups", unix.SYS_CLOSE, fd)
@@ -128,7 +130,9 @@ func helperSteps(p *program, sock, null uintptr, leave, join []uintptr) {
 	p.call("close descriptors", unix.SYS_CLOSE_RANGE, 3, helperSock-1, 0)
 	p.call("close descriptors", unix.SYS_CLOSE_RANGE, helperSock+1, helperJoin-1, 0)
 	p.call("close descriptors", unix.SYS_CLOSE_RANGE, helperJoin+uintptr(len(join)), ^uintptr(0)>>32, 0)
-	p.special("serve", kServe, unsafe.Pointer(newServePlan(helperSock)))
+	sp := newServePlan(helperSock)
+	p.lasting = append(p.lasting, sp)
+	p.special("serve", kServe, unsafe.Pointer(sp))
 }
 
 // Exec runs spec.Argv through the helper, as Join does (spec.PID,
@@ -350,7 +354,11 @@ func (h *Helper) Close() {
 		reap(h.pid)
 	}
 	unix.Close(h.pidfd)
-	runtime.KeepAlive(h.prog)
+	runtime.KeepAlive(h.keep)
+	if h.stack != nil {
+		_ = unix.Munmap(h.stack)
+		h.stack = nil
+	}
 }
 
 // PID is the helper's process on the host.

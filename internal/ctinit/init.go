@@ -207,9 +207,12 @@ func startWithHelper(spec Spec, p *program, h *spawnPlan, rep [2]int, sock [2]in
 		_ = unix.PidfdSendSignal(cpidfd, unix.SIGKILL, nil, 0)
 		reap(cpid)
 		unix.Close(cpidfd)
+		_ = unix.Munmap(p.stack)
 		return nil, err
 	}
-	hp := &Helper{sock: sock[0], sockf: sockf, pid: cpid, pidfd: cpidfd, joins: len(spec.CgroupProcs), prog: p}
+	// The whole program stays alive until init runs (report's end);
+	// then only what the helper still uses.
+	hp := &Helper{sock: sock[0], sockf: sockf, pid: cpid, pidfd: cpidfd, joins: len(spec.CgroupProcs), keep: p.lasting, stack: p.stack}
 	// The daemon's read end, on the poller: rep[0] is closed by
 	// StartInit, so a duplicate.
 	var setupErr error
@@ -237,6 +240,7 @@ func startWithHelper(spec Spec, p *program, h *spawnPlan, rep [2]int, sock [2]in
 	if tr != nil {
 		in.Stages = append([]Stage{{Name: "build", Took: ns(t0, base)}}, tr.stages(base, end)...)
 	}
+	runtime.KeepAlive(p) // init executed: its program, stack and buffers may go
 	return in, nil
 }
 
@@ -400,7 +404,11 @@ func initProgram(spec Spec, rep, sock int, syncPipe [2]int, tr *tracer) (p *prog
 		h = p.spawn("start init", unix.CLONE_VM|unix.CLONE_PARENT, c)
 		p.call("close the sync pipe's write end", unix.SYS_CLOSE, syncW)
 		p.call("close the report descriptor", unix.SYS_CLOSE, p.report)
-		p.special("wait until init runs", kWaitEOF, p.buf(1), syncR)
+		// From here on the helper runs after the daemon learnt that init
+		// runs: what these steps use is kept (program.lasting).
+		wait := p.buf(1)
+		p.lasting = append(p.lasting, wait)
+		p.special("wait until init runs", kWaitEOF, wait, syncR)
 		p.call("close the sync pipe", unix.SYS_CLOSE, syncR)
 		helperSteps(p, rest[0], null, rest[1:1+len(spec.HelperLeave)], in[cgStart:cgStart+nCg])
 		return p, h, nil

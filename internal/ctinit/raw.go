@@ -31,6 +31,12 @@ type program struct {
 	keep  []any // memory the steps point to, kept alive and on the heap
 	// report is the descriptor (in the child) failures are written to.
 	report uintptr
+	// lasting is what a child that outlives its setup (the exec helper)
+	// still uses afterwards, to keep once the rest may go (see
+	// Helper); stack is that child's stack, mapped outside the Go heap
+	// (only the pages it touches cost memory), to unmap after it ended.
+	lasting []any
+	stack   []byte
 }
 
 // newProgram returns an empty program that reports on rep.
@@ -327,21 +333,38 @@ func (p *program) start(flags uintptr, vfork bool) (pid, pidfd int, err error) {
 // runtime, as with start. For a child that outlives the call (the exec
 // helper); p must stay alive as long as the child runs.
 func (p *program) startShared() (pid, pidfd int, err error) {
-	tls := p.buf(256)
-	return p.fork(&cloneArgs{flags: unix.CLONE_VM | unix.CLONE_SETTLS, tls: uint64(uintptr(tls) + 128)})
+	tls := make([]byte, 256)
+	stack, err := unix.Mmap(-1, 0, childStack, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_STACK)
+	if err != nil {
+		return 0, -1, fmt.Errorf("helper stack: %w", err)
+	}
+	p.stack = stack
+	p.lasting = append(p.lasting, tls, p.steps)
+	pid, pidfd, err = p.fork(&cloneArgs{flags: unix.CLONE_VM | unix.CLONE_SETTLS, tls: uint64(uintptr(unsafe.Pointer(&tls[0])) + 128)})
+	if err != nil {
+		_ = unix.Munmap(stack)
+		p.stack = nil
+	}
+	return pid, pidfd, err
 }
 
 // fork clones a child running p with args (flags and TLS; fork adds the
-// stack, a pidfd and SIGCHLD as exit signal).
+// stack, from p.stack or the heap, a pidfd and SIGCHLD as exit signal).
 func (p *program) fork(args *cloneArgs) (pid, pidfd int, err error) {
 	fd := new(int32)
-	stack := p.buf(childStack)
+	var stack unsafe.Pointer
+	if p.stack != nil {
+		stack = unsafe.Pointer(&p.stack[0])
+	} else {
+		stack = p.buf(childStack)
+	}
 	args.flags |= unix.CLONE_PIDFD
 	args.pidfd = uint64(uintptr(unsafe.Pointer(fd)))
 	args.exitSignal = uint64(unix.SIGCHLD)
 	args.stack, args.stackSize = uint64(uintptr(stack)), childStack
 	c := ptrTo(newChildArgs(p.steps, p.report))
 	p.keep = append(p.keep, c)
+	p.lasting = append(p.lasting, c)
 	// Descriptors of other goroutines' forks must not leak in.
 	syscall.ForkLock.Lock()
 	r, errno := forkProgram(args, c)

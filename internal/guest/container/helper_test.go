@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,6 +76,25 @@ func TestExecHelper(t *testing.T) {
 	if h == 0 {
 		t.Fatal("no exec helper next to init")
 	}
+	// The daemon keeps only the memory the helper still runs on once init
+	// runs: collect and give the rest back to the system, so that a
+	// helper still using any of it would fail below.
+	for i := 0; i < 3; i++ {
+		runtime.GC()
+		debug.FreeOSMemory()
+	}
+	// and reuse it: small objects of every size class, filled.
+	var churn [][]byte
+	for size := 8; size <= 32<<10; size += size/4 + 8 {
+		for i := 0; i < 2000 && i*size < 4<<20; i++ {
+			b := make([]byte, size)
+			for j := range b {
+				b[j] = 0xa5
+			}
+			churn = append(churn, b)
+		}
+	}
+	runtime.KeepAlive(churn)
 
 	// Back in the daemon's groups (it moves there once init runs, in its
 	// own time).
@@ -166,6 +187,11 @@ func TestExecHelper(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+
+	// All that went through the helper, which still waits for more.
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", h)); err != nil || strings.Contains(string(b), ") Z ") {
+		t.Fatalf("helper %d ended while serving execs: %s %v", h, b, err)
 	}
 
 	// A helper that died: execs join the container instead.
