@@ -568,7 +568,11 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	}()
 	ph.mark("init")
 	ph.detail("init", in.Stages)
-	d.holdMounts(id, pid)
+	if in.Helper == nil {
+		// With a helper, the helper holds the mount namespace (it is in
+		// it) until it ends after the stop, in its own process.
+		d.holdMounts(id, pid)
+	}
 	if err := d.recordStart(id, pid, lower, s, spec.KSM); err != nil {
 		return err
 	}
