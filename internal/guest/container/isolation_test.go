@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/guest"
@@ -157,5 +158,45 @@ func TestNetwork(t *testing.T) {
 	var buf bytes.Buffer
 	if _, err := e.d.Exec(context.Background(), g, guest.ExecRequest{Argv: []string{"true"}, Stdout: &buf}); err == nil {
 		t.Error("exec in a stopped container succeeded")
+	}
+}
+
+// TestNetworkIPv6 gives a NIC a static IPv6 address and gateway (the same
+// netlink path as IPv4) and checks them inside, then a ping to the
+// bridge's address.
+func TestNetworkIPv6(t *testing.T) {
+	e := newEnv(t)
+	br := fmt.Sprintf("brc6%d", os.Getpid()%100000)
+	prefix := fmt.Sprintf("fd77:%x::", os.Getpid()%0xffff)
+	del, err := vmtest.Bridge(br, vmtest.Subnet(5)+".1/24")
+	if err != nil {
+		t.Fatalf("create test bridge: %v", err)
+	}
+	t.Cleanup(del)
+	if out, err := exec.Command("ip", "-6", "addr", "add", prefix+"1/64", "dev", br, "nodad").CombinedOutput(); err != nil {
+		t.Fatalf("bridge address: %v %s", err, out)
+	}
+	g := e.create(122, map[string]string{"net0": "name=eth0,bridge=" + br + ",ip=" + prefix + "2/64,gw=" + prefix + "1"})
+	e.start(g)
+	defer e.d.Stop(context.Background(), g, nil)
+	out, code := e.run(g, "ip -6 addr show eth0; ip -6 route")
+	if code != 0 {
+		t.Fatalf("ip inside: %d\n%s", code, out)
+	}
+	if !strings.Contains(out, prefix+"2/64") || !strings.Contains(out, "default via "+prefix+"1") {
+		t.Errorf("IPv6 address or default route missing:\n%s", out)
+	}
+	// Duplicate address detection may hold the address back for a
+	// moment.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, code = e.run(g, "ping -6 -c 1 -W 2 "+prefix+"1 || ping6 -c 1 -W 2 "+prefix+"1")
+		if code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ping the bridge over IPv6: %d\n%s", code, out)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
