@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"github.com/berthhq/berth/internal/syncbuf"
 	"io"
 	"log/slog"
 	"net/http"
@@ -23,24 +24,6 @@ import (
 	"github.com/berthhq/berth/internal/guest"
 )
 
-// syncBuffer is a bytes.Buffer safe for the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // daemonEnv is one daemon running in-process on a temporary data dir.
 type daemonEnv struct {
 	dir    string
@@ -51,7 +34,7 @@ type daemonEnv struct {
 	admin  string // the init token's secret
 	cancel context.CancelFunc
 	done   chan error
-	log    *syncBuffer
+	log    *syncbuf.Buffer
 	// stopped is set once Run returned (by stop or the cleanup).
 	stopped bool
 	runErr  error
@@ -74,8 +57,8 @@ func shortTempDir(t testing.TB) string {
 // startDaemon runs daemon.Run on dir and waits until it serves.
 func startDaemon(t testing.TB, dir string, drivers ...guest.Driver) *daemonEnv {
 	t.Helper()
-	e := &daemonEnv{dir: dir, done: make(chan error, 1), log: &syncBuffer{}}
-	var stdout syncBuffer
+	e := &daemonEnv{dir: dir, done: make(chan error, 1), log: &syncbuf.Buffer{}}
+	var stdout syncbuf.Buffer
 	ready := make(chan string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel

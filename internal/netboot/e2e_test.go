@@ -1,14 +1,13 @@
 package netboot_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/berthhq/berth/internal/syncbuf"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,23 +28,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // rig is a berth daemon serving network boot inside a network namespace
 // with a bridge (br0, 10.78.0.1/24) and one tap for QEMU.
 type rig struct {
@@ -53,7 +35,7 @@ type rig struct {
 	ns   string
 	data string
 	root string
-	log  *lockedBuf
+	log  *syncbuf.Buffer
 }
 
 func (r *rig) berth(args ...string) string {
@@ -76,7 +58,7 @@ func ip(t testing.TB, args ...string) {
 
 func newRig(t testing.TB) *rig {
 	t.Helper()
-	r := &rig{t: t, ns: fmt.Sprintf("berth-e2e-%d", os.Getpid()), data: t.TempDir(), log: &lockedBuf{}}
+	r := &rig{t: t, ns: fmt.Sprintf("berth-e2e-%d", os.Getpid()), data: t.TempDir(), log: &syncbuf.Buffer{}}
 	r.root = filepath.Join(r.data, "netboot", "root")
 	ip(t, "netns", "add", r.ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "delete", r.ns).Run() })
@@ -144,7 +126,7 @@ func (r *rig) bootTo(name, mac, marker string) (string, time.Duration) {
 	cmd := exec.Command("ip", "netns", "exec", r.ns, "qemu-system-x86_64", "-machine", "accel=tcg", "-m", "512", "-smp", "1",
 		"-display", "none", "-monitor", "none", "-serial", "file:"+console, "-no-reboot", "-boot", "n",
 		"-nic", "tap,ifname=tap0,script=no,downscript=no,model=virtio-net-pci,mac="+mac)
-	var qout lockedBuf
+	var qout syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &qout, &qout
 	if err := cmd.Start(); err != nil {
 		r.t.Fatal(err)
@@ -319,7 +301,7 @@ func TestBOOTPBoot(t *testing.T) {
 		"-display", "none", "-monitor", "none", "-serial", "file:"+console, "-no-reboot",
 		"-kernel", k.Vmlinuz, "-initrd", filepath.Join(r.root, "initrd.img"), "-append", "console=ttyS0 panic=-1 ip=:::::eth0:bootp berth.write=p1",
 		"-nic", "tap,ifname=tap0,script=no,downscript=no,model=virtio-net-pci,mac="+mac)
-	var qout lockedBuf
+	var qout syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &qout, &qout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

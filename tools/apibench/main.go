@@ -28,6 +28,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/berthhq/berth/internal/syncbuf"
 	"io"
 	"log/slog"
 	"net"
@@ -39,7 +40,6 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	wire "github.com/berthhq/berth/api"
@@ -109,7 +109,7 @@ func run(o options) int {
 	defer os.RemoveAll(dir)
 
 	// The daemon, in-process.
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	dctx, stopDaemon := context.WithCancel(ctx)
@@ -331,25 +331,6 @@ func bareHandler(body []byte, h http.Header) http.Handler {
 		}
 		_, _ = w.Write(body)
 	})
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader in different
-// goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // Reporting ----------------------------------------------------------------

@@ -1,35 +1,16 @@
 package container_test
 
 import (
-	"bytes"
 	"encoding/json"
+	"github.com/berthhq/berth/internal/syncbuf"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/berthhq/berth/internal/guest/container"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestStartPhasesLogged checks the debug log of a start and an exec: the
 // driver's phases and, inside "init" and the exec's "wait", the stages
@@ -50,7 +31,7 @@ func TestStartPhasesLogged(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			var buf lockedBuffer
+			var buf syncbuf.Buffer
 			self, _ := os.Executable()
 			d, err := container.New(container.Options{DataDir: e.dir, Store: e.st, Images: e.img, Self: self, NoExecHelper: tc.noHelper,
 				Log: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})

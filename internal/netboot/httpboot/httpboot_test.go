@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	"github.com/berthhq/berth/internal/syncbuf"
 	"io"
 	"log/slog"
 	"net"
@@ -13,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -98,7 +98,7 @@ type fixture struct {
 	h    *Handler
 	srv  *httptest.Server
 	data []byte
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -116,7 +116,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	os.WriteFile(filepath.Join(base, "secret"), []byte("secret"), 0o600)
 	os.Symlink("../secret", filepath.Join(root, "out"))
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	h, err := New(Config{Root: root, Log: slog.New(slog.NewTextHandler(logs, nil)), Lookup: func(mac net.HardwareAddr) (Host, bool) {
 		if mac.String() == testMAC.String() {
 			return Host{Name: "node1", Kernel: "debian/vmlinuz", Initrd: "debian/initrd.img", Cmdline: "console=ttyS0"}, true
@@ -241,23 +241,6 @@ func TestCurl(t *testing.T) {
 	if st := f.h.Stats(); st.RangeRequests != 1 {
 		t.Errorf("range requests = %d, want 1", st.RangeRequests)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func FuzzParseMAC(f *testing.F) {

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/berthhq/berth/internal/syncbuf"
 	"log/slog"
 	"net"
 	"os"
@@ -291,7 +292,7 @@ func TestEscapesRefused(t *testing.T) {
 	if err := os.Symlink("sub/inner", filepath.Join(root, "in")); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	srv, addr := startServer(t, Config{Root: root, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 
 	tests := []struct {
