@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"github.com/berthhq/berth/internal/syncbuf"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,6 +21,7 @@ import (
 	wire "github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/daemon"
 	"github.com/berthhq/berth/internal/guest"
+	"github.com/berthhq/berth/internal/syncbuf"
 )
 
 // daemonEnv is one daemon running in-process on a temporary data dir.

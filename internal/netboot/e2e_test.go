@@ -3,7 +3,6 @@ package netboot_test
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/berthhq/berth/internal/syncbuf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	wire "github.com/berthhq/berth/api"
 	"github.com/berthhq/berth/internal/cli"
 	"github.com/berthhq/berth/internal/netboot/diskless"
+	"github.com/berthhq/berth/internal/syncbuf"
 	"github.com/berthhq/berth/internal/vmtest"
 )
 

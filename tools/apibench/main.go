@@ -28,7 +28,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/berthhq/berth/internal/syncbuf"
 	"io"
 	"log/slog"
 	"net"
@@ -47,6 +46,7 @@ import (
 	"github.com/berthhq/berth/internal/certs"
 	"github.com/berthhq/berth/internal/daemon"
 	"github.com/berthhq/berth/internal/loadgen"
+	"github.com/berthhq/berth/internal/syncbuf"
 )
 
 // configPath is the route under test: it authenticates the bearer token (a

@@ -2,7 +2,6 @@ package container_test
 
 import (
 	"encoding/json"
-	"github.com/berthhq/berth/internal/syncbuf"
 	"log/slog"
 	"os"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/berthhq/berth/internal/guest/container"
+	"github.com/berthhq/berth/internal/syncbuf"
 )
 
 // TestStartPhasesLogged checks the debug log of a start and an exec: the

@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/berthhq/berth/internal/syncbuf"
 	"log/slog"
 	"net"
 	"os"
@@ -20,6 +19,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
+
+	"github.com/berthhq/berth/internal/syncbuf"
 )
 
 func writeFile(t *testing.T, path string, data []byte) {
