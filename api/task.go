@@ -16,6 +16,12 @@ const (
 // JSON, once the stream ended because the task did.
 const TaskTrailer = "Berth-Task"
 
+// TaskHeader names the task whose log a response streams: the UPID of
+// the task a POST or DELETE with follow=1 started (the response is then
+// that task's log stream, as GET /tasks/{upid}/log?follow=1, with the
+// final entry in TaskTrailer, instead of the 202 with the UPID).
+const TaskHeader = "Berth-Upid"
+
 // Task is one entry of the task index.
 type Task struct {
 	UPID      string `json:"upid"`

@@ -236,6 +236,13 @@ func (c *Client) followTaskLog(ctx context.Context, upid string, start int, emit
 	if err := checkStatus(resp); err != nil {
 		return nil, err
 	}
+	return readTaskStream(ctx, resp, upid, emit)
+}
+
+// readTaskStream passes the lines of a task log stream to emit and
+// returns the task's final entry from the trailer (nil if the stream
+// ended without one).
+func readTaskStream(ctx context.Context, resp *http.Response, upid string, emit func(string)) (*api.Task, error) {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
 	for sc.Scan() {
@@ -257,6 +264,50 @@ func (c *Client) followTaskLog(ctx context.Context, upid string, start int, emit
 	return nil, nil
 }
 
+// RunTask starts a task with method and path (a POST or DELETE of an
+// async route) and waits for it in the same request (follow=1): emit
+// (when not nil) gets each log line, and the task's final entry is
+// returned. A failed task is not an error here: check ExitStatus. A
+// daemon that answers with the UPID instead (one without follow) is
+// followed with WaitTask.
+func (c *Client) RunTask(ctx context.Context, method, path string, body any, emit func(string)) (api.Task, error) {
+	if emit == nil {
+		emit = func(string) {}
+	}
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	resp, err := c.send(ctx, method, path+sep+"follow=1", body)
+	if err != nil {
+		return api.Task{}, err
+	}
+	defer resp.Body.Close()
+	if err := checkStatus(resp); err != nil {
+		return api.Task{}, err
+	}
+	upid := resp.Header.Get(api.TaskHeader)
+	if upid == "" {
+		var acc api.Accepted
+		env := api.Envelope[*api.Accepted]{Data: &acc}
+		if err := json.NewDecoder(resp.Body).Decode(&env); err != nil || acc.UPID == "" {
+			return api.Task{}, fmt.Errorf("%s %s: the answer names no task (%v)", method, path, err)
+		}
+		return c.WaitTask(ctx, acc.UPID, emit)
+	}
+	seen := 0
+	final, err := readTaskStream(ctx, resp, upid, func(l string) { seen++; emit(l) })
+	if err != nil {
+		return api.Task{}, err
+	}
+	if final != nil {
+		return *final, nil
+	}
+	// The stream ended without the final entry: follow on from the
+	// first line not seen.
+	return c.waitTaskFrom(ctx, upid, seen, emit)
+}
+
 // WaitTask follows the log (when emit is not nil) and returns the final
 // status: from the log stream's trailer, or, from a daemon that sends
 // none, by polling the task.
@@ -264,7 +315,12 @@ func (c *Client) WaitTask(ctx context.Context, upid string, emit func(string)) (
 	if emit == nil {
 		emit = func(string) {}
 	}
-	final, err := c.followTaskLog(ctx, upid, 0, emit)
+	return c.waitTaskFrom(ctx, upid, 0, emit)
+}
+
+// waitTaskFrom is WaitTask from line start of the log.
+func (c *Client) waitTaskFrom(ctx context.Context, upid string, start int, emit func(string)) (api.Task, error) {
+	final, err := c.followTaskLog(ctx, upid, start, emit)
 	if err != nil {
 		return api.Task{}, err
 	}

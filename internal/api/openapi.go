@@ -31,6 +31,10 @@ func OpenAPI(version string, routes []Route) ([]byte, error) {
 			}
 			params = append(params, map[string]any{"name": p.Name, "in": p.In, "description": p.Description, "schema": map[string]any{"type": p.Type}})
 		}
+		if rt.Async {
+			params = append(params, map[string]any{"name": "follow", "in": "query", "schema": map[string]any{"type": "boolean"},
+				"description": "answer with the started task's log stream (200, text/plain) instead of 202 and its UPID: one request to start a task and wait for it"})
+		}
 		if params != nil {
 			op["parameters"] = params
 		}
@@ -47,6 +51,8 @@ func OpenAPI(version string, routes []Route) ([]byte, error) {
 			responses["200"] = map[string]any{"description": "stream", "content": map[string]any{ct: map[string]any{}}}
 		case rt.Async:
 			responses["202"] = map[string]any{"description": "task started; follow it with /api/v1/tasks/{upid}", "content": envelope(g.schema(reflect.TypeOf(wire.Accepted{})))}
+			responses["200"] = map[string]any{"description": "with follow=1: task started, and this is its log (text/plain lines until the task ends; the UPID in the " + wire.TaskHeader + " header, the final task entry as JSON in the " + wire.TaskTrailer + " trailer)",
+				"content": map[string]any{"text/plain": map[string]any{}}}
 		default:
 			var s any = map[string]any{"type": "object"}
 			if rt.Resp != nil {

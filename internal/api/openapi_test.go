@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -145,8 +146,18 @@ func TestOpenAPIDocument(t *testing.T) {
 				if _, ok := resp["202"]; !ok {
 					t.Errorf("async route: responses %v lack 202", keys(resp))
 				}
-				if _, ok := resp["200"]; ok {
-					t.Error("async route documents 200")
+				// 200 is the follow=1 answer: the task's log as text.
+				if r200, _ := resp["200"].(map[string]any); r200 == nil {
+					t.Error("async route does not document follow's 200")
+				} else if ct, _ := r200["content"].(map[string]any); ct["text/plain"] == nil || len(ct) != 1 {
+					t.Errorf("async route's 200 content %v, want text/plain only", keys(ct))
+				}
+				params, _ := op["parameters"].([]any)
+				if !slices.ContainsFunc(params, func(p any) bool {
+					m, _ := p.(map[string]any)
+					return m["name"] == "follow" && m["in"] == "query"
+				}) {
+					t.Error("async route does not document the follow query parameter")
 				}
 				var refs []string
 				collectRefs(resp["202"], &refs)

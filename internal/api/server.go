@@ -62,6 +62,15 @@ type Server struct {
 	routes  []Route
 	mux     *http.ServeMux
 	openapi []byte
+	// follow streams a started task's log (SetTaskFollower).
+	follow func(w http.ResponseWriter, r *Request, upid string) error
+}
+
+// SetTaskFollower lets async routes answer follow=1 with the log stream
+// of the task they started, written by fn (Services.FollowTask): one
+// request instead of the start and a GET of the log.
+func (s *Server) SetTaskFollower(fn func(w http.ResponseWriter, r *Request, upid string) error) {
+	s.follow = fn
 }
 
 // NewServer builds the mux from routes. version goes into the OpenAPI info.
@@ -152,9 +161,23 @@ func (s *Server) wrap(rt Route) http.Handler {
 			}
 			return
 		}
+		follow := false
+		if rt.Async && s.follow != nil {
+			var err error
+			if follow, err = req.QueryBool("follow"); err != nil {
+				writeError(w, s.log, hr, err)
+				return
+			}
+		}
 		data, err := rt.Handle(req)
 		if err != nil {
 			writeError(w, s.log, hr, err)
+			return
+		}
+		if acc, ok := data.(wire.Accepted); ok && follow {
+			if err := s.follow(w, req, acc.UPID); err != nil {
+				writeError(w, s.log, hr, err)
+			}
 			return
 		}
 		status := http.StatusOK

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -104,6 +105,22 @@ func (sv *Services) taskLog(w http.ResponseWriter, r *Request) error {
 	if _, err := sv.Tasks.Get(r.Context(), upid); err != nil {
 		return err
 	}
+	return sv.streamTask(w, r, upid, start)
+}
+
+// FollowTask answers a request that started task upid with follow=1
+// (Server.SetTaskFollower): the task's log stream from its first line,
+// the UPID in the TaskHeader header and Location.
+func (sv *Services) FollowTask(w http.ResponseWriter, r *Request, upid string) error {
+	w.Header().Set(wire.TaskHeader, upid)
+	w.Header().Set("Location", "/api/v1/tasks/"+url.PathEscape(upid))
+	return sv.streamTask(w, r, upid, 0)
+}
+
+// streamTask writes task upid's log from line start as a text/plain
+// stream until the task ends, and its final entry as the TaskTrailer
+// trailer.
+func (sv *Services) streamTask(w http.ResponseWriter, r *Request, upid string, start int) error {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Trailer", wire.TaskTrailer)
@@ -113,7 +130,7 @@ func (sv *Services) taskLog(w http.ResponseWriter, r *Request) error {
 	// in one write.
 	bw := bufio.NewWriter(w)
 	fl, _ := w.(http.Flusher)
-	err = sv.Tasks.FollowBatches(r.Context(), upid, start, func(line string) error {
+	err := sv.Tasks.FollowBatches(r.Context(), upid, start, func(line string) error {
 		if _, err := bw.WriteString(line); err != nil {
 			return err
 		}

@@ -187,6 +187,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	srv.SetTaskFollower(sv.FollowTask)
 
 	sock, err := listenUnix(filepath.Join(o.DataDir, SocketName))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	wire "github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/client"
 )
 
 // TestDaemonTLS checks that the served certificate chains to the CA in
@@ -536,6 +538,88 @@ func TestDaemonTaskLogFollow(t *testing.T) {
 	}
 	apiError(t, e.call(t, "GET", "/api/v1/tasks?limit=x", nil, bearer(auditor)), 400, "invalid")
 	apiError(t, e.call(t, "GET", "/api/v1/tasks/"+acc.UPID+"/log?follow=maybe", nil, bearer(auditor)), 400, "invalid")
+}
+
+// TestDaemonTaskStartFollow checks follow=1 on a route that starts a
+// task: the answer is the task's log stream (UPID in a header, final
+// entry in the trailer), one request where the CLI made two; bad input
+// is refused before a task starts; and the Go client's RunTask uses it.
+func TestDaemonTaskStartFollow(t *testing.T) {
+	drv := newFakeDriver()
+	e := startDaemon(t, shortTempDir(t), drv)
+	e.createGuest(t, 100)
+	operator := e.createToken(t, "ops", wire.RoleOperator)
+	auditor := e.createToken(t, "audit", wire.RoleAuditor)
+	tasks := func() int {
+		return len(data[[]wire.Task](t, e.call(t, "GET", "/api/v1/tasks", nil, bearer(auditor)), 200))
+	}
+	before := tasks()
+
+	// Refused before anything starts: a bad follow value, too low a role.
+	apiError(t, e.call(t, "POST", "/api/v1/guests/100/status/start?follow=maybe", nil, bearer(operator)), 400, "invalid")
+	apiError(t, e.call(t, "POST", "/api/v1/guests/100/status/start?follow=1", nil, bearer(auditor)), 403, "forbidden")
+	if n := tasks(); n != before {
+		t.Fatalf("%d tasks after refused requests, want %d", n, before)
+	}
+
+	r := e.call(t, "POST", "/api/v1/guests/100/status/start?follow=1", nil, bearer(operator))
+	if r.status != 200 {
+		t.Fatalf("start with follow: status %d: %s", r.status, r.body)
+	}
+	upid := r.header.Get(wire.TaskHeader)
+	if !strings.HasPrefix(upid, "UPID:itest:") || !strings.Contains(upid, "start:100:") {
+		t.Fatalf("%s header %q, want the start task's UPID", wire.TaskHeader, upid)
+	}
+	if loc := r.header.Get("Location"); loc != "/api/v1/tasks/"+url.PathEscape(upid) {
+		t.Errorf("Location %q, want the task's URL", loc)
+	}
+	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("Content-Type %q, want text/plain", ct)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(r.body), "\n"), "\n")
+	if len(lines) < 2 || !slices.ContainsFunc(lines, func(s string) bool { return strings.Contains(s, "fake: booting 100") }) || lines[len(lines)-1] != "TASK OK" {
+		t.Fatalf("streamed log %q, want the boot line and TASK OK last", lines)
+	}
+	var final wire.Task
+	if err := json.Unmarshal([]byte(r.trailer.Get(wire.TaskTrailer)), &final); err != nil {
+		t.Fatalf("trailer %q: %v", r.trailer.Get(wire.TaskTrailer), err)
+	}
+	if final.UPID != upid || final.Status != wire.TaskStopped || final.ExitStatus != wire.TaskOK {
+		t.Errorf("trailer task %+v, want %s stopped OK", final, upid)
+	}
+	if n := tasks(); n != before+1 {
+		t.Errorf("%d tasks after the start, want %d", n, before+1)
+	}
+	// The log is the task's own: the same lines are stored.
+	lg := data[wire.TaskLog](t, e.call(t, "GET", "/api/v1/tasks/"+upid+"/log", nil, bearer(auditor)), 200)
+	if !slices.Equal(lg.Lines, lines) {
+		t.Errorf("stored log %q, want the streamed %q", lg.Lines, lines)
+	}
+
+	// The Go client: the stop through RunTask, lines to emit, final entry
+	// back; without follow the same route still answers 202.
+	ca, err := os.ReadFile(filepath.Join(e.dir, "pki", "berth-root-ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.NewHTTPS(e.base, operator, client.TLSOptions{CAPEM: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var got []string
+	tk, err := cl.RunTask(ctx, "POST", "/api/v1/guests/100/status/stop", nil, func(l string) { got = append(got, l) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.ExitStatus != wire.TaskOK || tk.Status != wire.TaskStopped || len(got) == 0 || got[len(got)-1] != "TASK OK" {
+		t.Errorf("RunTask stop: %+v, lines %q", tk, got)
+	}
+	if g := data[wire.Guest](t, e.call(t, "GET", "/api/v1/guests/100", nil, bearer(auditor)), 200); g.Status != wire.GuestStopped {
+		t.Errorf("guest 100 is %q after the followed stop", g.Status)
+	}
+	data[wire.Accepted](t, e.call(t, "POST", "/api/v1/guests/100/status/start", nil, bearer(operator)), 202)
 }
 
 // TestDaemonUnixSocket checks the root-only socket.

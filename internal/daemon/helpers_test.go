@@ -151,9 +151,10 @@ func cookie(ticket string) cred {
 func noCred(*http.Request) {}
 
 type response struct {
-	status int
-	header http.Header
-	body   []byte
+	status  int
+	header  http.Header
+	body    []byte
+	trailer http.Header // once the body was read
 }
 
 // call makes one request; body is sent as is when it is a string, as JSON
@@ -196,7 +197,7 @@ func doCall(t *testing.T, hc *http.Client, base, method, path string, body any, 
 	if err != nil {
 		t.Fatalf("%s %s: read body: %v", method, path, err)
 	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return response{status: resp.StatusCode, header: resp.Header, body: b, trailer: resp.Trailer}
 }
 
 // data decodes a success envelope strictly: {"data": …} and nothing else.

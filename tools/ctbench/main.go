@@ -301,15 +301,12 @@ func must(err error) {
 	}
 }
 
-// task starts a task and waits for it; a failed task is an error.
+// task starts a task and waits for it (in one request, as the CLI does);
+// a failed task is an error.
 func task(ctx context.Context, cl *client.Client, method, path string, body any) error {
-	var acc api.Accepted
-	if err := cl.Do(ctx, method, path, body, &acc); err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	t, err := cl.WaitTask(ctx, acc.UPID, nil)
+	t, err := cl.RunTask(ctx, method, path, body, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if t.ExitStatus != api.TaskOK {
 		return fmt.Errorf("%s %s: task %s", method, path, t.ExitStatus)
