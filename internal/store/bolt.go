@@ -166,5 +166,42 @@ func (b *Bolt) Delete(ctx context.Context, key string, cond Cond) error {
 	})
 }
 
+// DeleteBatch deletes, in one transaction (one fsync), each of objs whose
+// stored value still has the digest o.Digest, as Delete with
+// Cond{Digest: o.Digest} would, and returns the keys it deleted; keys
+// that are gone or changed are left out, not errors.
+func (b *Bolt) DeleteBatch(ctx context.Context, objs []Object) ([]string, error) {
+	for _, o := range objs {
+		if err := ValidKey(o.Key); err != nil {
+			return nil, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(objs) == 0 {
+		return nil, nil
+	}
+	var deleted []string
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		deleted = deleted[:0]
+		bk := tx.Bucket(bucketName)
+		for _, o := range objs {
+			if bk.Get([]byte(o.Key)) == nil || check(bk, o.Key, Cond{Digest: o.Digest}) != nil {
+				continue
+			}
+			if err := bk.Delete([]byte(o.Key)); err != nil {
+				return fmt.Errorf("%s: %w", o.Key, err)
+			}
+			deleted = append(deleted, o.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return deleted, nil
+}
+
 // Close implements Store.
 func (b *Bolt) Close() error { return b.db.Close() }

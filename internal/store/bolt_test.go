@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/berthhq/berth/internal/store"
@@ -68,5 +69,51 @@ func TestBoltPutBatch(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, "tasks/c"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("object of a failed batch: %v, want not found", err)
+	}
+}
+
+func TestBoltDeleteBatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "berth.db")
+	s, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var objs []store.Object
+	for _, k := range []string{"tasks/a", "tasks/b", "tasks/c", "tasks/d"} {
+		o, err := s.Put(ctx, k, []byte("v-"+k), store.Cond{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, o)
+	}
+	// b changed since it was read, d is gone: both are skipped.
+	if _, err := s.Put(ctx, "tasks/b", []byte("changed"), store.Cond{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "tasks/d", store.Cond{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.DeleteBatch(ctx, objs[:4])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"tasks/a", "tasks/c"}; !slices.Equal(got, want) {
+		t.Errorf("DeleteBatch deleted %q, want %q", got, want)
+	}
+	if _, err := s.DeleteBatch(ctx, []store.Object{{Key: ""}}); err == nil {
+		t.Error("DeleteBatch with an empty key succeeded")
+	}
+	s.Close()
+	if s, err = store.Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	left, err := s.List(ctx, "tasks/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0].Key != "tasks/b" || string(left[0].Value) != "changed" {
+		t.Errorf("left after DeleteBatch: %+v, want only the changed tasks/b", left)
 	}
 }

@@ -58,6 +58,11 @@ const (
 	// pruneInterval is how often finishing tasks trigger Prune, unless the
 	// index holds more than MaxCount entries.
 	pruneInterval = time.Minute
+	// pruneSlack: tasks that end prune the index once it holds a
+	// pruneSlack-th more than MaxCount (1100 for 1000), back to MaxCount:
+	// a prune reads the whole index, so pruning at every task end on a
+	// node at its limit (the steady state) cost more than the tasks.
+	pruneSlack = 10
 	// maxStartAttempts bounds the search for an unused UPID.
 	maxStartAttempts = 100
 )
@@ -712,6 +717,12 @@ func (m *Manager) commitBatch(batch []*run) {
 	m.mu.Unlock()
 }
 
+// batchDeleter is a store that deletes several objects in one
+// transaction, as store.Bolt does (see its DeleteBatch).
+type batchDeleter interface {
+	DeleteBatch(ctx context.Context, objs []store.Object) ([]string, error)
+}
+
 // batchPutter is a store that writes several objects in one transaction,
 // as store.Bolt does.
 type batchPutter interface {
@@ -768,7 +779,7 @@ func oneLine(s string) string {
 func (m *Manager) maybePrune() {
 	now := m.now()
 	m.mu.Lock()
-	due := m.count > m.opts.MaxCount || now.Sub(m.lastPrune) >= pruneInterval || now.Before(m.lastPrune)
+	due := m.count > m.opts.MaxCount+m.opts.MaxCount/pruneSlack || now.Sub(m.lastPrune) >= pruneInterval || now.Before(m.lastPrune)
 	m.mu.Unlock()
 	if !due {
 		return
@@ -1385,7 +1396,9 @@ func (m *Manager) prune(ctx context.Context, wait bool) error {
 	excess := len(objs) + m.unindexed(objs) - m.opts.MaxCount
 	removed := 0
 	var errs []error
-	for _, o := range objs { // oldest first
+	var doomed []store.Object
+	var upids []string
+	for _, o := range objs { // oldest first: keys are in start order
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, fmt.Errorf("prune tasks: %w", err))
 			break
@@ -1395,22 +1408,48 @@ func (m *Manager) prune(ctx context.Context, wait bool) error {
 			errs = append(errs, fmt.Errorf("prune tasks: decode %s: %w", o.Key, err))
 			continue
 		}
+		if excess <= 0 && t.StartTime >= cutoff {
+			break // this one and all after it stay
+		}
 		if t.Status != api.TaskStopped {
 			continue
 		}
 		if excess <= 0 && max(t.StartTime, t.EndTime) >= cutoff {
 			continue
 		}
-		err := m.st.Delete(ctx, o.Key, store.Cond{Digest: o.Digest})
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			errs = append(errs, fmt.Errorf("prune task %s: %w", t.UPID, err))
+		doomed = append(doomed, o)
+		upids = append(upids, t.UPID)
+		excess--
+	}
+	// Entries first, in one transaction where the store can; then the
+	// logs of those deleted.
+	gone := map[string]bool{}
+	if bd, ok := m.st.(batchDeleter); ok {
+		keys, err := bd.DeleteBatch(ctx, doomed)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("prune tasks: %w", err))
+		}
+		for _, k := range keys {
+			gone[k] = true
+		}
+	} else {
+		for i, o := range doomed {
+			err := m.st.Delete(ctx, o.Key, store.Cond{Digest: o.Digest})
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				errs = append(errs, fmt.Errorf("prune task %s: %w", upids[i], err))
+				continue
+			}
+			gone[o.Key] = true
+		}
+	}
+	for i, o := range doomed {
+		if !gone[o.Key] {
 			continue
 		}
-		excess--
 		removed++
-		if u, err := ParseUPID(t.UPID); err == nil {
+		if u, err := ParseUPID(upids[i]); err == nil {
 			if err := os.Remove(m.logPath(u)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("prune task %s: remove log: %w", t.UPID, err))
+				errs = append(errs, fmt.Errorf("prune task %s: remove log: %w", upids[i], err))
 			}
 		}
 	}

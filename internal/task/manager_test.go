@@ -2,6 +2,7 @@ package task_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1009,6 +1011,79 @@ func TestPruneByAge(t *testing.T) {
 		_, err := e.m.ReadLog(upid, 0, 0)
 		if kept := i >= 2; kept != (err == nil) {
 			t.Errorf("task %d: kept=%v but ReadLog error %v", i, kept, err)
+		}
+	}
+}
+
+// TestPruneSlack checks that tasks that end let the index grow a tenth
+// past MaxCount before they prune it (a prune reads the whole index),
+// and that a prune then goes back to MaxCount, oldest first, entries and
+// logs.
+func TestPruneSlack(t *testing.T) {
+	base := time.Unix(1_700_000_000, 0)
+	c := newClock(base)
+	e := newEnv(t, task.Options{MaxCount: 10, Now: c.Now})
+	var upids []string
+	run := func(m *task.Manager) {
+		c.Set(base.Add(time.Duration(len(upids)+1) * time.Second))
+		upid, err := m.Start(spec, func(context.Context, *task.Log) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Wait(context.Background(), upid.String()); err != nil {
+			t.Fatal(err)
+		}
+		upids = append(upids, upid.String())
+	}
+	indexed := func() []string {
+		objs, err := e.st.List(context.Background(), task.KeyPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, o := range objs {
+			var tk api.Task
+			if err := json.Unmarshal(o.Value, &tk); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, tk.UPID)
+		}
+		return out
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A prune now: the next one by time is due in a minute.
+	if err := e.m.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 11 {
+		run(e.m)
+	}
+	if err := e.m.Shutdown(ctx); err != nil { // every commit (and prune) done
+		t.Fatal(err)
+	}
+	if got := indexed(); !slices.Equal(got, upids) {
+		t.Fatalf("index after 11 tasks with MaxCount 10: %d entries %q, want all 11 (within the slack)", len(got), got)
+	}
+
+	// A manager on the same index prunes when its first task ends (its
+	// first prune is due at once): back to MaxCount, the two oldest go.
+	m, err := task.NewManager(e.st, e.logDir, "pve1", testLogger(t), task.Options{MaxCount: 10, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(m)
+	if err := m.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := indexed(); !slices.Equal(got, upids[2:]) {
+		t.Errorf("index after the prune: %q, want the newest 10 %q", got, upids[2:])
+	}
+	for i, upid := range upids {
+		u, _ := task.ParseUPID(upid)
+		_, err := os.Stat(logFile(e.logDir, u))
+		if kept := i >= 2; kept != (err == nil) {
+			t.Errorf("task %d: kept=%v but log stat error %v", i, kept, err)
 		}
 	}
 }
