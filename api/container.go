@@ -1,7 +1,11 @@
 package api
 
 // ContainerExecRequest is the body of POST /containers/{id}/exec, which
-// then upgrades the connection to the exec stream (see ExecFrame*).
+// then upgrades the connection to the exec stream (see ExecFrame*). A
+// request without the Upgrade header gets the command's output instead,
+// as the same frames in a plain 200 response of type ExecFramesType: the
+// command's stdin is /dev/null, and the connection stays usable for
+// further requests.
 type ContainerExecRequest struct {
 	// Argv is the command and its arguments; Argv[0] is looked up in the
 	// container's PATH.
@@ -18,6 +22,9 @@ type ContainerExecRequest struct {
 const (
 	// ExecUpgrade is the Upgrade header value of exec and console.
 	ExecUpgrade = "berth-exec/1"
+	// ExecFramesType is the content type of an exec answer without
+	// upgrade: daemon→client frames only.
+	ExecFramesType = "application/vnd.berth.exec-frames"
 	// ExecFrameStdin (client→daemon) carries input; an empty one closes
 	// the command's stdin.
 	ExecFrameStdin byte = 0

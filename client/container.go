@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/berthhq/berth/api"
@@ -24,14 +25,48 @@ type ExecIO struct {
 }
 
 // ContainerExec runs req in container id and returns the command's exit
-// code. It upgrades an HTTP/1.1 connection to the exec stream.
+// code. With input (s.Stdin) or a terminal it upgrades an HTTP/1.1
+// connection to the exec stream; without, the daemon answers with the
+// output frames (api.ExecFramesType), the command's stdin is /dev/null
+// and the connection serves the next request (a daemon that only knows
+// the upgrade is asked again with it).
 func (c *Client) ContainerExec(ctx context.Context, id int, req api.ContainerExecRequest, s ExecIO) (int, error) {
-	conn, err := c.upgrade(ctx, "/api/v1/containers/"+strconv.Itoa(id)+"/exec", req)
+	path := "/api/v1/containers/" + strconv.Itoa(id) + "/exec"
+	if s.Stdin == nil && !req.TTY {
+		code, err := c.execOutput(ctx, path, req, s)
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || !strings.Contains(ae.Message, "Upgrade") {
+			return code, err
+		}
+	}
+	conn, err := c.upgrade(ctx, path, req)
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close()
 	return runStream(ctx, conn, s)
+}
+
+// execOutput runs req without input: the answer's body is the output
+// frames, read to its end (which returns a unix socket connection to the
+// pool).
+func (c *Client) execOutput(ctx context.Context, path string, req api.ContainerExecRequest, s ExecIO) (int, error) {
+	resp, err := c.send(ctx, "POST", path, req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if err := checkStatus(resp); err != nil {
+		return 0, err
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != api.ExecFramesType {
+		return 0, fmt.Errorf("exec: the daemon answered %q, not exec frames", ct)
+	}
+	code, err := readFrames(ctx, resp.Body, s)
+	if err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+	}
+	return code, err
 }
 
 // ContainerConsole attaches s to a login shell on a new pseudo-terminal in
@@ -81,6 +116,12 @@ func runStream(ctx context.Context, conn io.ReadWriteCloser, s ExecIO) (int, err
 		_ = execstream.WriteFrame(conn, api.ExecFrameStdin, nil)
 		mu.Unlock()
 	}()
+	return readFrames(ctx, conn, s)
+}
+
+// readFrames passes output frames from r to s until the exit or error
+// frame.
+func readFrames(ctx context.Context, r io.Reader, s ExecIO) (int, error) {
 	out, errw := s.Stdout, s.Stderr
 	if out == nil {
 		out = io.Discard
@@ -89,7 +130,7 @@ func runStream(ctx context.Context, conn io.ReadWriteCloser, s ExecIO) (int, err
 		errw = io.Discard
 	}
 	for {
-		typ, p, err := execstream.ReadFrame(conn)
+		typ, p, err := execstream.ReadFrame(r)
 		if err != nil {
 			if ctx.Err() != nil {
 				return 0, ctx.Err()

@@ -43,7 +43,7 @@ func (sv *Services) containerRoutes() []Route {
 			Params: []Param{id, {Name: "action", In: "path", Type: "string", Description: "suspend, resume or reboot"},
 				{Name: "timeout", In: "query", Type: "integer", Description: "reboot: seconds of clean shutdown before a hard stop"}},
 			Handle: sv.containerAction},
-		{Method: "POST", Path: "/api/v1/containers/{id}/exec", Summary: "Run a command in a running container: the connection upgrades (Upgrade: berth-exec/1) to framed stdin/stdout/stderr and ends with the exit code.",
+		{Method: "POST", Path: "/api/v1/containers/{id}/exec", Summary: "Run a command in a running container: the connection upgrades (Upgrade: berth-exec/1) to framed stdin/stdout/stderr and ends with the exit code. Without Upgrade, the answer is the output frames and the exit code only (" + wire.ExecFramesType + "; stdin is /dev/null).",
 			Role: wire.RoleOperator, Params: []Param{id}, Body: wire.ContainerExecRequest{}, ContentType: "application/octet-stream",
 			Stream: sv.containerExec},
 		{Method: "POST", Path: "/api/v1/containers/{id}/console", Summary: "Attach to a login shell on a new pseudo-terminal in the container (same upgrade and framing as exec).",
@@ -256,14 +256,31 @@ func (sv *Services) containerExec(w http.ResponseWriter, r *Request) error {
 	// command's stdio, so the stream is upgraded only then (lazily) and
 	// the common case costs no separate status check. If the driver fails
 	// before that, a container that is not running still gets a plain 409.
-	s := newStream(func() (io.ReadWriteCloser, *bufio.Reader, error) {
-		conn, brw, err := upgrade(w, r)
-		if err != nil {
-			return nil, nil, err
-		}
-		sv.Log.Info("container exec", "guest", g.ID, "user", r.Identity.User, "argv", strings.Join(in.Argv, " "))
-		return conn, brw.Reader, nil
-	})
+	var s *stream
+	if r.Header.Get("Upgrade") == "" {
+		// Output only, in the response: no upgrade, and the connection
+		// is not used up.
+		s = newStream(func() (io.ReadWriteCloser, *bufio.Reader, error) {
+			w.Header().Set("Content-Type", wire.ExecFramesType)
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusOK)
+			sv.Log.Info("container exec", "guest", g.ID, "user", r.Identity.User, "argv", strings.Join(in.Argv, " "))
+			return &frameResponse{w: w, rc: http.NewResponseController(w)}, nil, nil
+		})
+		s.noInput = true
+		// A client that hangs up cancels the command.
+		stop := context.AfterFunc(r.Context(), s.cancel)
+		defer stop()
+	} else {
+		s = newStream(func() (io.ReadWriteCloser, *bufio.Reader, error) {
+			conn, brw, err := upgrade(w, r)
+			if err != nil {
+				return nil, nil, err
+			}
+			sv.Log.Info("container exec", "guest", g.ID, "user", r.Identity.User, "argv", strings.Join(in.Argv, " "))
+			return conn, brw.Reader, nil
+		})
+	}
 	code, err := s.run(func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 		return ops.Exec(ctx, g, guest.ExecRequest{Argv: in.Argv, Stdin: stdin, Stdout: stdout, Stderr: stderr, TTY: in.TTY, Env: in.Env})
 	})
@@ -314,15 +331,17 @@ func (sv *Services) containerConsole(w http.ResponseWriter, r *Request) error {
 type stream struct {
 	open func() (io.ReadWriteCloser, *bufio.Reader, error)
 	// upMu serialises connect; done says open was called.
-	upMu   sync.Mutex
-	done   bool
-	conn   io.ReadWriteCloser // set once open succeeded
-	err    error              // open's error
-	mu     sync.Mutex         // whole frames on conn
-	inR    *io.PipeReader
-	inW    *io.PipeWriter
-	ctx    context.Context
-	cancel context.CancelFunc
+	upMu sync.Mutex
+	done bool
+	conn io.ReadWriteCloser // set once open succeeded
+	err  error              // open's error
+	mu   sync.Mutex         // whole frames on conn
+	inR  *io.PipeReader
+	inW  *io.PipeWriter
+	// noInput: the command gets no stdin from the client (/dev/null).
+	noInput bool
+	ctx     context.Context
+	cancel  context.CancelFunc
 }
 
 func newStream(open func() (io.ReadWriteCloser, *bufio.Reader, error)) *stream {
@@ -348,6 +367,11 @@ func (s *stream) connect() error {
 			return err
 		}
 		s.conn = conn
+		if br == nil {
+			// No input (an answer without upgrade).
+			s.inW.Close()
+			return nil
+		}
 		go func() {
 			defer s.inW.Close()
 			for {
@@ -399,10 +423,15 @@ func (s *stream) connected() bool {
 	return s.conn != nil
 }
 
-// run runs fn with the stream's input and output.
+// run runs fn with the stream's input and output; without input (noInput)
+// stdin is nil, which gives the command /dev/null.
 func (s *stream) run(fn func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) (int, error)) (int, error) {
 	defer s.inR.Close()
-	return fn(s.ctx, streamInput{s}, &streamOutput{s: s, typ: wire.ExecFrameStdout}, &streamOutput{s: s, typ: wire.ExecFrameStderr})
+	var in io.Reader = streamInput{s}
+	if s.noInput {
+		in = nil
+	}
+	return fn(s.ctx, in, &streamOutput{s: s, typ: wire.ExecFrameStdout}, &streamOutput{s: s, typ: wire.ExecFrameStderr})
 }
 
 // finish sends the exit frame for code, or the error frame for err,
@@ -417,6 +446,9 @@ func (s *stream) finish(code int, err error) error {
 	defer s.conn.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if fr, ok := s.conn.(*frameResponse); ok {
+		fr.last = true // the handler's end sends it, with the end of the body
+	}
 	if err != nil {
 		_ = execstream.WriteFrame(s.conn, wire.ExecFrameError, []byte(err.Error()))
 		return nil
@@ -426,6 +458,27 @@ func (s *stream) finish(code int, err error) error {
 	_ = execstream.WriteFrame(s.conn, wire.ExecFrameExit, b[:])
 	return nil
 }
+
+// frameResponse is the stream of an exec answered without upgrade: the
+// frames go into the response body, each flushed to the client as it is
+// written but the last, which goes out with the body's end; there is no
+// input.
+type frameResponse struct {
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	last bool
+}
+
+func (f *frameResponse) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil && !f.last {
+		err = f.rc.Flush()
+	}
+	return n, err
+}
+
+func (f *frameResponse) Read([]byte) (int, error) { return 0, io.EOF }
+func (f *frameResponse) Close() error             { return nil }
 
 // streamInput is the command's stdin.
 type streamInput struct{ s *stream }

@@ -50,8 +50,10 @@ func (d benchCT) Exec(ctx context.Context, g wire.Guest, req guest.ExecRequest) 
 	case req.Argv[0] == "fail":
 		return 0, errors.New("exec failed before the command started")
 	case req.Argv[0] == "cat":
-		if _, err := io.Copy(req.Stdout, req.Stdin); err != nil {
-			return 0, err
+		if req.Stdin != nil { // nil: /dev/null
+			if _, err := io.Copy(req.Stdout, req.Stdin); err != nil {
+				return 0, err
+			}
 		}
 		fmt.Fprint(req.Stderr, "done")
 		return 7, nil
@@ -112,13 +114,10 @@ func BenchmarkTaskRoundTrip(b *testing.B) {
 	b.ReportMetric(float64(stop.Microseconds())/1000/n, "stop-ms")
 }
 
-// benchTask starts a task as ctbench does and waits for its final status.
+// benchTask starts a task as ctbench does (and the CLI: one request that
+// follows the task) and waits for its final status.
 func benchTask(ctx context.Context, cl *client.Client, method, path string, body any) error {
-	var acc wire.Accepted
-	if err := cl.Do(ctx, method, path, body, &acc); err != nil {
-		return err
-	}
-	t, err := cl.WaitTask(ctx, acc.UPID, nil)
+	t, err := cl.RunTask(ctx, method, path, body, nil)
 	if err != nil {
 		return err
 	}
@@ -131,14 +130,21 @@ func benchTask(ctx context.Context, cl *client.Client, method, path string, body
 // fakeCTDaemon starts a daemon whose container driver is benchCT, creates
 // container id and returns a client on the unix socket, which needs root.
 func fakeCTDaemon(tb testing.TB, id int) *client.Client {
+	cl, _ := fakeCTDaemonSocket(tb, id)
+	return cl
+}
+
+// fakeCTDaemonSocket is fakeCTDaemon that also returns the socket's path.
+func fakeCTDaemonSocket(tb testing.TB, id int) (*client.Client, string) {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Skip("the unix socket grants admin to root peers only; run as root")
 	}
 	e := startDaemon(tb, shortTempDir(tb), benchCT{newFakeDriver()})
-	cl := client.NewUnix(filepath.Join(e.dir, "berth.sock"))
+	sock := filepath.Join(e.dir, "berth.sock")
+	cl := client.NewUnix(sock)
 	if err := benchTask(context.Background(), cl, "POST", "/api/v1/guests", wire.Guest{ID: id, Kind: wire.GuestContainer}); err != nil {
 		tb.Fatal(err)
 	}
-	return cl
+	return cl, sock
 }

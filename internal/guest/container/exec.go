@@ -30,9 +30,11 @@ const (
 )
 
 // Exec runs req.Argv inside the running container and returns the
-// command's exit code. The daemon forks the command straight into the
-// container's cgroups and namespaces (ctinit.Join); no helper process
-// runs.
+// command's exit code: through the container's exec helper, which spawns
+// it (ctinit.Helper), or, without one (a container adopted from an
+// earlier daemon, KSM on or off, a helper gone), forked by the daemon
+// straight into the container's cgroups and namespaces (ctinit.Join).
+// A nil req.Stdin is /dev/null.
 func (d *Driver) Exec(ctx context.Context, cfg api.Guest, req guest.ExecRequest) (int, error) {
 	ph := d.phases("exec", cfg.ID)
 	defer ph.done()
