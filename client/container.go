@@ -17,8 +17,9 @@ import (
 	"github.com/berthhq/berth/internal/execstream"
 )
 
-// ExecIO connects a remote command to local streams; nil Stdin sends EOF at
-// once, nil Stdout or Stderr discard.
+// ExecIO connects a remote command to local streams; with nil Stdin the
+// command's stdin is /dev/null (and no stream upgrade is needed), nil
+// Stdout or Stderr discard.
 type ExecIO struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
