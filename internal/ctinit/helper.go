@@ -81,6 +81,10 @@ type execRequest struct {
 	child childArgs
 	pid   int64
 	errno uint64
+	// stack is the command's (getStack), given back once the command
+	// ended; kept when the helper died with the request (the command
+	// may still run on it).
+	stack []byte
 }
 
 // ErrHelperGone means a container's exec helper no longer runs (or never
@@ -152,10 +156,12 @@ func (h *Helper) Exec(ctx context.Context, spec JoinSpec) (int, error) {
 	}
 	var rep [2]int
 	if err := unix.Pipe2(rep[:], unix.O_CLOEXEC); err != nil {
+		putStack(r.stack)
 		return 0, fmt.Errorf("report pipe: %w", err)
 	}
 	repR, err := pollable(rep[0], "report pipe")
 	if err != nil {
+		putStack(r.stack)
 		unix.Close(rep[1])
 		return 0, err
 	}
@@ -167,13 +173,17 @@ func (h *Helper) Exec(ctx context.Context, spec JoinSpec) (int, error) {
 	ok, err := h.send(r, [helperFDs]int{spec.Stdio[0], spec.Stdio[1], spec.Stdio[2], rep[1]}, repR)
 	unix.Close(rep[1])
 	if err != nil {
+		// The helper may have spawned the command before it died: the
+		// stack is not given back.
 		return 0, err
 	}
 	if !ok {
+		putStack(r.stack)
 		return 0, fmt.Errorf("exec helper: the request was refused")
 	}
 	if r.errno != 0 {
 		runtime.KeepAlive(c)
+		putStack(r.stack)
 		return 0, fmt.Errorf("start the command: %w", unix.Errno(r.errno))
 	}
 	pid := int(r.pid)
@@ -186,6 +196,7 @@ func (h *Helper) Exec(ctx context.Context, spec JoinSpec) (int, error) {
 	if err != nil {
 		_ = unix.Kill(pid, unix.SIGKILL)
 		reap(pid)
+		putStack(r.stack)
 		return 0, fmt.Errorf("pidfd of the command: %w", err)
 	}
 	defer pf.Close()
@@ -195,6 +206,7 @@ func (h *Helper) Exec(ctx context.Context, spec JoinSpec) (int, error) {
 	ws := pf.reap()
 	runtime.KeepAlive(c) // the command's process ran on its memory until execve
 	runtime.KeepAlive(r)
+	putStack(r.stack)
 	if tr != nil {
 		var t2 unix.Timespec
 		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &t2)
@@ -237,10 +249,14 @@ func (h *Helper) request(spec JoinSpec, tr *tracer) (*program, *execRequest, err
 	if err := execCommand(c, spec); err != nil {
 		return nil, nil, err
 	}
-	stack := c.buf(childStack)
+	stack, err := getStack()
+	if err != nil {
+		return nil, nil, err
+	}
 	r := &execRequest{
-		args:  cloneArgs{flags: unix.CLONE_VM | unix.CLONE_VFORK | unix.CLONE_PARENT, stack: uint64(uintptr(stack)), stackSize: childStack},
+		args:  cloneArgs{flags: unix.CLONE_VM | unix.CLONE_VFORK | unix.CLONE_PARENT, stack: uint64(uintptr(unsafe.Pointer(&stack[0]))), stackSize: childStack},
 		child: newChildArgs(c.steps, c.report),
+		stack: stack,
 	}
 	return c, r, nil
 }
@@ -355,10 +371,8 @@ func (h *Helper) Close() {
 	}
 	unix.Close(h.pidfd)
 	runtime.KeepAlive(h.keep)
-	if h.stack != nil {
-		_ = unix.Munmap(h.stack)
-		h.stack = nil
-	}
+	putStack(h.stack) // the helper is reaped
+	h.stack = nil
 }
 
 // PID is the helper's process on the host.

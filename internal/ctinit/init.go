@@ -207,7 +207,13 @@ func startWithHelper(spec Spec, p *program, h *spawnPlan, rep [2]int, sock [2]in
 		_ = unix.PidfdSendSignal(cpidfd, unix.SIGKILL, nil, 0)
 		reap(cpid)
 		unix.Close(cpidfd)
-		_ = unix.Munmap(p.stack)
+		// The helper is reaped: it spawns nothing more, and the PID of
+		// an init it spawned is in h.pid.
+		if pid := int(h.pid); pid > 0 {
+			(&Init{PID: pid}).Kill()
+		}
+		putStack(p.stack)
+		putStack(h.stack)
 		return nil, err
 	}
 	// The whole program stays alive until init runs (report's end);
@@ -231,11 +237,15 @@ func startWithHelper(spec Spec, p *program, h *spawnPlan, rep [2]int, sock [2]in
 	}
 	if setupErr != nil {
 		hp.Close()
-		if pid > 0 {
+		// The helper is reaped: it spawns nothing more, and the PID of
+		// an init it spawned is in h.pid now.
+		if pid = int(h.pid); pid > 0 {
 			(&Init{PID: pid}).Kill()
 		}
+		putStack(h.stack) // no child runs on it any more
 		return nil, fmt.Errorf("container setup failed: %w", setupErr)
 	}
+	putStack(h.stack) // init executed
 	in := &Init{PID: pid, Helper: hp}
 	if tr != nil {
 		in.Stages = append([]Stage{{Name: "build", Took: ns(t0, base)}}, tr.stages(base, end)...)
@@ -401,7 +411,9 @@ func initProgram(spec Spec, rep, sock int, syncPipe [2]int, tr *tracer) (p *prog
 		// helper.
 		rest := in[cgStart+nCg:]
 		syncR, syncW := rest[1+len(spec.HelperLeave)], rest[2+len(spec.HelperLeave)]
-		h = p.spawn("start init", unix.CLONE_VM|unix.CLONE_PARENT, c)
+		if h, err = p.spawnPooled("start init", unix.CLONE_VM|unix.CLONE_PARENT, c); err != nil {
+			return nil, nil, err
+		}
 		p.call("close the sync pipe's write end", unix.SYS_CLOSE, syncW)
 		p.call("close the report descriptor", unix.SYS_CLOSE, p.report)
 		// From here on the helper runs after the daemon learnt that init

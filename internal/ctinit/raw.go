@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -302,6 +303,57 @@ type cloneArgs struct {
 // childStack is the size of a child's own stack.
 const childStack = 64 << 10
 
+// stacks keeps the stacks of children that ended or executed their
+// command, for the next: the helper's, init's and each exec'd command's.
+// They are mapped outside the Go heap, so a start or an exec neither
+// allocates and zeroes 64 KiB of heap nor maps a stack and faults its
+// pages in anew, and a helper's end unmaps nothing (an unmap in the
+// daemon's many-threaded address space flushes the other CPUs' TLBs).
+// Only the pages children touched are resident.
+var stacks struct {
+	sync.Mutex
+	free [][]byte
+}
+
+// maxFreeStacks bounds the stacks kept: enough for the starts and execs
+// that run at once; more are unmapped.
+const maxFreeStacks = 16
+
+// getStack returns a stack of childStack bytes for a child, outside the
+// Go heap; give it back with putStack once no child runs on it.
+func getStack() ([]byte, error) {
+	stacks.Lock()
+	if n := len(stacks.free); n > 0 {
+		s := stacks.free[n-1]
+		stacks.free = stacks.free[:n-1]
+		stacks.Unlock()
+		return s, nil
+	}
+	stacks.Unlock()
+	s, err := unix.Mmap(-1, 0, childStack, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_STACK)
+	if err != nil {
+		return nil, fmt.Errorf("child stack: %w", err)
+	}
+	return s, nil
+}
+
+// putStack takes back a stack from getStack once the child that ran on
+// it ended or executed its command (a child that may still run on it
+// would corrupt the next one's: callers that cannot tell keep it).
+func putStack(s []byte) {
+	if s == nil {
+		return
+	}
+	stacks.Lock()
+	if len(stacks.free) < maxFreeStacks {
+		stacks.free = append(stacks.free, s)
+		stacks.Unlock()
+		return
+	}
+	stacks.Unlock()
+	_ = unix.Munmap(s)
+}
+
 // start forks a child that runs p, with extra clone flags (namespaces),
 // and returns the child's PID and a pidfd for it. The child runs on a
 // stack of its own from p's memory.
@@ -334,7 +386,7 @@ func (p *program) start(flags uintptr, vfork bool) (pid, pidfd int, err error) {
 // helper); p must stay alive as long as the child runs.
 func (p *program) startShared() (pid, pidfd int, err error) {
 	tls := make([]byte, 256)
-	stack, err := unix.Mmap(-1, 0, childStack, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_STACK)
+	stack, err := getStack()
 	if err != nil {
 		return 0, -1, fmt.Errorf("helper stack: %w", err)
 	}
@@ -342,7 +394,7 @@ func (p *program) startShared() (pid, pidfd int, err error) {
 	p.lasting = append(p.lasting, tls, p.steps)
 	pid, pidfd, err = p.fork(&cloneArgs{flags: unix.CLONE_VM | unix.CLONE_SETTLS, tls: uint64(uintptr(unsafe.Pointer(&tls[0])) + 128)})
 	if err != nil {
-		_ = unix.Munmap(stack)
+		putStack(stack)
 		p.stack = nil
 	}
 	return pid, pidfd, err
@@ -407,6 +459,9 @@ type spawnPlan struct {
 	args  cloneArgs
 	child childArgs
 	pid   int64
+	// stack is the child's stack when it came from getStack
+	// (spawnPooled), for putStack once the child executed or ended.
+	stack []byte
 }
 
 // spawn appends a step that clones a child (clone3 with flags; with
@@ -423,6 +478,23 @@ func (p *program) spawn(name string, flags uintptr, c *program) *spawnPlan {
 	}
 	p.special(name, kSpawn, unsafe.Pointer(sp))
 	return sp
+}
+
+// spawnPooled is spawn with the child on a stack from getStack (the
+// plan's stack), not on p's memory: for a child whose end or execve the
+// daemon learns of, which then gives the stack back (putStack).
+func (p *program) spawnPooled(name string, flags uintptr, c *program) (*spawnPlan, error) {
+	stack, err := getStack()
+	if err != nil {
+		return nil, err
+	}
+	sp := &spawnPlan{child: newChildArgs(c.steps, c.report), stack: stack}
+	sp.args = cloneArgs{flags: uint64(flags), stack: uint64(uintptr(unsafe.Pointer(&stack[0]))), stackSize: childStack}
+	if flags&(unix.CLONE_PARENT|unix.CLONE_THREAD) == 0 {
+		sp.args.exitSignal = uint64(unix.SIGCHLD)
+	}
+	p.special(name, kSpawn, unsafe.Pointer(sp))
+	return sp, nil
 }
 
 // cloneVM calls clone3(args); the child, on the stack args names, calls
