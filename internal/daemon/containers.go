@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"io"
 	"log/slog"
 
 	"github.com/berthhq/berth/api"
@@ -27,6 +28,17 @@ func withContainerDriver(o Options, st store.Store, log *slog.Logger) []guest.Dr
 	}
 	log.Info("container driver ready", "cgroups", d.CgroupLayout())
 	return append(append([]guest.Driver(nil), o.Drivers...), d)
+}
+
+// closeDrivers closes the drivers that hold something (the container
+// driver's run directory, removed if no container runs) as the daemon
+// stops.
+func closeDrivers(ds []guest.Driver) {
+	for _, d := range ds {
+		if c, ok := d.(io.Closer); ok {
+			_ = c.Close()
+		}
+	}
 }
 
 // adoptContainers re-attaches to containers that kept running while no

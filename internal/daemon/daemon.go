@@ -137,6 +137,7 @@ func Run(ctx context.Context, o Options) error {
 		log.Warn("task retention", "err", err)
 	}
 	o.Drivers = withContainerDriver(o, st, log)
+	defer closeDrivers(o.Drivers)
 	o.Drivers = withVMDrivers(o, o.Drivers, log)
 	reg := guest.NewRegistry(st, o.Drivers...)
 	adoptContainers(ctx, reg, log)

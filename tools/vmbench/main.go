@@ -94,6 +94,7 @@ func run(rounds, loops int) error {
 	if err != nil {
 		return err
 	}
+	defer cd.Close()
 
 	var umlS, vmS, ctS []sample
 	var umlLoop float64

@@ -43,6 +43,7 @@ func TestDebianImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { d.Close() })
 	e := &env{t: t, d: d, st: st, img: imgs, dir: dir}
 	g := e.create(130, map[string]string{"image": "bookworm", "hostname": "deb"})
 	e.start(g)

@@ -11,15 +11,18 @@
 // container's first process itself (package ctinit), which sets the
 // container up from inside its namespaces with raw system calls and
 // executes the container's init. The driver finds running
-// containers again through DATA/containers/ID/init.pid (PID and start
-// time) and their cgroups, so containers survive daemon restarts and
-// crashes and are re-adopted.
+// containers again through their pidfiles (PID and start time, in a run
+// directory on /run, see Options.RunDir) and their cgroups, so containers
+// survive daemon restarts and crashes and are re-adopted.
 package container
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -69,6 +72,14 @@ type Options struct {
 	// NoExecHelper runs every exec through ctinit.Join instead of the
 	// container's exec helper (see ctinit.Helper).
 	NoExecHelper bool
+	// RunDir holds the running containers' state (ID.pid: init's PID and
+	// start time). Default: /run/berth/ and the first 16 hex digits of
+	// the SHA-256 of DataDir's absolute path, on the host's /run tmpfs:
+	// after a reboot none is left (nothing runs then), and a start or
+	// stop writes no file system metadata to disk. If it cannot be made,
+	// the state stays beside each container's layer
+	// (DataDir/containers/ID/init.pid, where berth kept it before).
+	RunDir string
 }
 
 // Driver runs system containers. It is safe for concurrent use.
@@ -77,6 +88,8 @@ type Driver struct {
 	dir  string
 	cg   cgroup.Layout
 	cpus int
+	// runDir holds the pidfiles ("": beside the layers, see pidFile).
+	runDir string
 
 	mu    sync.Mutex
 	perID map[int]*sync.Mutex
@@ -156,7 +169,70 @@ func New(o Options) (*Driver, error) {
 	if err := os.Chmod(d.dir, 0o711); err != nil {
 		return nil, fmt.Errorf("container driver: %w", err)
 	}
+	if err := d.setupRunDir(); err != nil {
+		return nil, fmt.Errorf("container driver: %w", err)
+	}
 	return d, nil
+}
+
+// setupRunDir makes the run directory (Options.RunDir) and moves the
+// pidfiles an earlier berth kept beside the layers into it, so that the
+// containers they name are adopted. Without a run directory (/run not
+// writable) the pidfiles stay where they were.
+func (d *Driver) setupRunDir() error {
+	dir := d.o.RunDir
+	if dir == "" {
+		var err error
+		if dir, err = DefaultRunDir(d.o.DataDir); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		if d.o.RunDir != "" {
+			return fmt.Errorf("run directory: %w", err)
+		}
+		d.o.Log.Warn("no run directory: running containers' state stays in the data directory", "dir", dir, "err", err)
+		return nil
+	}
+	d.runDir = dir
+	legacy, _ := filepath.Glob(filepath.Join(d.dir, "*", "init.pid"))
+	for _, p := range legacy {
+		id, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile(p); err == nil && len(b) > 0 {
+			if err := writePidfile(d.pidFile(id), b); err != nil {
+				return fmt.Errorf("move the pidfile of container %d: %w", id, err)
+			}
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("move the pidfile of container %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// DefaultRunDir is the run directory of a daemon on dataDir when
+// Options.RunDir is empty: /run/berth/ and the first 16 hex digits of the
+// SHA-256 of dataDir's absolute path (one per data directory, as one
+// daemon runs per data directory).
+func DefaultRunDir(dataDir string) (string, error) {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return "", fmt.Errorf("run directory: %w", err)
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return filepath.Join("/run/berth", hex.EncodeToString(sum[:8])), nil
+}
+
+// Close removes the run directory if no container runs (it is empty);
+// running containers keep their state there for the next daemon.
+func (d *Driver) Close() error {
+	if d.runDir != "" {
+		_ = os.Remove(d.runDir)
+	}
+	return nil
 }
 
 // SetKSMAllowed sets Options.KSMAllowed after New: the daemon's KSM
@@ -182,11 +258,25 @@ func (d *Driver) lock(id int) func() {
 	return m.Unlock
 }
 
-func (d *Driver) gdir(id int) string        { return filepath.Join(d.dir, strconv.Itoa(id)) }
-func (d *Driver) upper(id int) string       { return filepath.Join(d.gdir(id), "upper") }
-func (d *Driver) work(id int) string        { return filepath.Join(d.gdir(id), "work") }
-func (d *Driver) rootMount(id int) string   { return filepath.Join(d.gdir(id), "rootfs") }
-func (d *Driver) pidFile(id int) string     { return filepath.Join(d.gdir(id), "init.pid") }
+func (d *Driver) gdir(id int) string      { return filepath.Join(d.dir, strconv.Itoa(id)) }
+func (d *Driver) upper(id int) string     { return filepath.Join(d.gdir(id), "upper") }
+func (d *Driver) work(id int) string      { return filepath.Join(d.gdir(id), "work") }
+func (d *Driver) rootMount(id int) string { return filepath.Join(d.gdir(id), "rootfs") }
+func (d *Driver) legacyPidFile(id int) string {
+	return filepath.Join(d.gdir(id), "init.pid")
+}
+
+// pidFile is where container id's runtime state is (PidFile).
+func (d *Driver) pidFile(id int) string {
+	if d.runDir == "" {
+		return d.legacyPidFile(id)
+	}
+	return filepath.Join(d.runDir, strconv.Itoa(id)+".pid")
+}
+
+// PidFile is where the state of running container id is kept (see
+// Options.RunDir).
+func (d *Driver) PidFile(id int) string     { return d.pidFile(id) }
 func (d *Driver) consoleLog(id int) string  { return filepath.Join(d.gdir(id), "console.log") }
 func (d *Driver) snapshotDir(id int) string { return filepath.Join(d.gdir(id), "snapshots") }
 func cgroupName(id int) string              { return "berth/" + strconv.Itoa(id) }
@@ -290,7 +380,7 @@ func (d *Driver) makeLayer(id, uid int) error {
 	return nil
 }
 
-// runtimeState is DATA/containers/ID/init.pid: who the running init is.
+// runtimeState is the pidfile (pidFile): who the running init is.
 type runtimeState struct {
 	PID        int    `json:"pid"`
 	StartTime  uint64 `json:"starttime"`

@@ -38,6 +38,7 @@ func TestStartPhasesLogged(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { d.Close() })
 			e.d = d
 			g := e.create(tc.id, nil)
 			e.start(g)

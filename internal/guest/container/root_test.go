@@ -63,6 +63,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { d.Close() })
 	return &env{t: t, d: d, st: st, img: imgs, dir: dir}
 }
 
@@ -213,6 +214,7 @@ func BenchmarkStartExecStop(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer d.Close()
 	g := api.Guest{ID: 150, Kind: api.GuestContainer, Config: map[string]string{"image": "bb"}}
 	if err := d.Create(ctx, g, cttest.Logger{T: b}); err != nil {
 		b.Fatal(err)
@@ -253,7 +255,7 @@ func TestStartFailureCleansUp(t *testing.T) {
 	if s := e.status(g); s != api.GuestStopped {
 		t.Errorf("status %s after a failed start", s)
 	}
-	if _, err := os.Stat(filepath.Join(e.dir, "containers/140/init.pid")); err == nil {
+	if _, err := os.Stat(e.d.PidFile(140)); err == nil {
 		t.Error("pidfile left after a failed start")
 	}
 	for _, c := range []string{"memory", "pids", "cpu", "freezer"} {

@@ -3,6 +3,7 @@ package container_test
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/berthhq/berth/internal/cli"
 	"github.com/berthhq/berth/internal/ctinit"
+	"github.com/berthhq/berth/internal/guest/container"
 	"github.com/berthhq/berth/internal/guest/container/cttest"
 )
 
@@ -60,7 +62,9 @@ func TestScripts(t *testing.T) {
 			},
 			// hostpids VAR ID: set VAR to the PID of container ID's init.
 			"initpid": func(ts *testscript.TestScript, neg bool, args []string) {
-				b, err := os.ReadFile(ts.Getenv("BERTH_DATA_DIR") + "/containers/" + args[1] + "/init.pid")
+				run, err := container.DefaultRunDir(ts.Getenv("BERTH_DATA_DIR"))
+				ts.Check(err)
+				b, err := os.ReadFile(filepath.Join(run, args[1]+".pid"))
 				ts.Check(err)
 				m := regexp.MustCompile(`"pid":(\d+)`).FindStringSubmatch(string(b))
 				if m == nil {

@@ -25,6 +25,7 @@ func (e *env) restart() *container.Driver {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	e.t.Cleanup(func() { d.Close() })
 	return d
 }
 
@@ -33,8 +34,11 @@ func (e *env) restart() *container.Driver {
 func (e *env) leftovers(id, pid int) []string {
 	e.t.Helper()
 	var left []string
-	if _, err := os.Stat(filepath.Join(e.dir, "containers", strconv.Itoa(id), "init.pid")); err == nil {
+	if _, err := os.Stat(e.d.PidFile(id)); err == nil {
 		left = append(left, "pidfile")
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "containers", strconv.Itoa(id), "init.pid")); err == nil {
+		left = append(left, "pidfile of an older berth")
 	}
 	l, err := cgroup.DetectHost()
 	if err != nil {
@@ -103,8 +107,36 @@ func TestStopLeavesNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{"pidfile where an older berth kept it, stop after a daemon restart", func(t *testing.T, pid int) {
+			// An earlier berth kept the pidfile beside the layer: the
+			// next daemon moves it to its run directory and adopts.
+			b, err := os.ReadFile(e.d.PidFile(160))
+			if err != nil {
+				t.Fatal(err)
+			}
+			legacy := filepath.Join(e.dir, "containers/160/init.pid")
+			if err := os.WriteFile(legacy, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(e.d.PidFile(160)); err != nil {
+				t.Fatal(err)
+			}
+			d2 := e.restart()
+			if _, err := os.Stat(legacy); err == nil {
+				t.Error("the older pidfile is still there after the restart")
+			}
+			if got, err := os.ReadFile(d2.PidFile(160)); err != nil || string(got) != string(b) {
+				t.Errorf("pidfile in the run directory: %q, %v; want %q", got, err, b)
+			}
+			if st, err := d2.Adopt(ctx, g); err != nil || st.Status != api.GuestRunning || st.PID != pid {
+				t.Fatalf("Adopt = %+v, %v; want running with init %d", st, err, pid)
+			}
+			if err := d2.Stop(ctx, g, nil); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"crash before the pidfile was written", func(t *testing.T, pid int) {
-			if err := os.Remove(filepath.Join(e.dir, "containers/160/init.pid")); err != nil {
+			if err := os.Remove(e.d.PidFile(160)); err != nil {
 				t.Fatal(err)
 			}
 			d2 := e.restart()
