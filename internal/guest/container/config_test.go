@@ -1,8 +1,11 @@
 package container
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berthhq/berth/api"
 )
@@ -79,4 +82,47 @@ func FuzzParseNIC(f *testing.F) {
 			t.Fatalf("accepted %q as %+v", s, n)
 		}
 	})
+}
+
+// TestOpenConsoleLog: a new run's console log starts empty and appends;
+// an already empty log is not truncated again (its inode is left as it
+// is: no disk write for a start whose last run printed nothing).
+func TestOpenConsoleLog(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "console.log")
+	if err := os.WriteFile(p, []byte("last run\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := openConsoleLog(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("this run\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if b, _ := os.ReadFile(p); string(b) != "this run\n" {
+		t.Errorf("console log %q, want only this run's output", b)
+	}
+
+	empty := filepath.Join(t.TempDir(), "console.log")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(empty, old, old); err != nil {
+		t.Fatal(err)
+	}
+	f, err = openConsoleLog(empty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if st, err := os.Stat(empty); err != nil || !st.ModTime().Equal(old) || st.Size() != 0 {
+		t.Errorf("empty console log after open: %v, %v; want untouched (mtime %v)", st.ModTime(), err, old)
+	}
+	if f, err := openConsoleLog(filepath.Join(t.TempDir(), "new.log")); err != nil {
+		t.Errorf("a new console log: %v", err)
+	} else {
+		f.Close()
+	}
 }

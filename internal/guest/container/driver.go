@@ -571,7 +571,7 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 	}()
 
 	ph.mark("cgcreate")
-	logf, err := os.OpenFile(d.consoleLog(id), os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
+	logf, err := openConsoleLog(d.consoleLog(id))
 	if err != nil {
 		return fmt.Errorf("console log: %w", err)
 	}
@@ -672,6 +672,23 @@ func (d *Driver) start(ctx context.Context, cfg api.Guest, log guest.Logger) (er
 		log.Printf("container %d started: init PID %d, hostname %s, KSM %s", id, pid, s.Hostname, ksmNote(s.KSM, merge))
 	}
 	return nil
+}
+
+// openConsoleLog opens a container's console log for a new run, emptied:
+// truncated only if the last run wrote to it (most inits write nothing),
+// since truncating even an empty file changes its inode on disk.
+func openConsoleLog(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := f.Stat(); err != nil || st.Size() > 0 {
+		if err := f.Truncate(0); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return f, nil
 }
 
 // helperLeave returns the daemon's own cgroup.procs file in each
