@@ -351,8 +351,12 @@ func putStack(s []byte) {
 		return
 	}
 	stacks.Unlock()
-	_ = unix.Munmap(s)
+	_ = unmapStack(s)
 }
+
+// unmapStack unmaps a stack the pool does not keep (a variable for the
+// pool's test).
+var unmapStack = unix.Munmap
 
 // start forks a child that runs p, with extra clone flags (namespaces),
 // and returns the child's PID and a pidfd for it. The child runs on a
