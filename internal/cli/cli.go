@@ -210,7 +210,12 @@ func (e *env) do(ctx context.Context, method, path string, body, out any) error 
 	if err != nil {
 		return err
 	}
-	err = cl.Do(ctx, method, path, body, out)
+	return apiError(cl.Do(ctx, method, path, body, out))
+}
+
+// apiError passes the daemon's own errors on and makes any other (no
+// answer at all) an unreachable daemon.
+func apiError(err error) error {
 	var ae *wire.Error
 	if err != nil && !errors.As(err, &ae) {
 		return unreachable{err}

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -55,49 +54,27 @@ func asyncFlags(c *cobra.Command, bg *bool) {
 }
 
 // runTask starts a task with a POST/DELETE and, unless background, follows
-// its log to stdout and turns a failed task into exit code 6.
+// its log to stdout in the same request and turns a failed task into exit
+// code 6.
 func (e *env) runTask(ctx context.Context, method, path string, body any, background bool) error {
-	if !background && e.output != "json" {
-		// Start and follow in one request.
-		cl, err := e.client(ctx)
-		if err != nil {
-			return err
-		}
-		t, err := cl.RunTask(ctx, method, path, body, func(line string) { fmt.Fprintln(e.stdout, line) })
-		if err != nil {
-			var ae *wire.Error
-			if !errors.As(err, &ae) {
-				return unreachable{err}
-			}
-			return err
-		}
-		if t.ExitStatus != wire.TaskOK {
-			return &taskFailed{t: t}
-		}
-		return nil
-	}
-	var acc wire.Accepted
-	if err := e.do(ctx, method, path, body, &acc); err != nil {
-		return err
-	}
 	if background || e.output == "json" {
+		var acc wire.Accepted
+		if err := e.do(ctx, method, path, body, &acc); err != nil {
+			return err
+		}
 		if e.output == "json" {
 			return e.show(acc, nil)
 		}
 		fmt.Fprintln(e.stdout, acc.UPID)
 		return nil
 	}
-	return e.follow(ctx, acc.UPID)
-}
-
-func (e *env) follow(ctx context.Context, upid string) error {
 	cl, err := e.client(ctx)
 	if err != nil {
 		return err
 	}
-	t, err := cl.WaitTask(ctx, upid, func(line string) { fmt.Fprintln(e.stdout, line) })
+	t, err := cl.RunTask(ctx, method, path, body, func(line string) { fmt.Fprintln(e.stdout, line) })
 	if err != nil {
-		return err
+		return apiError(err)
 	}
 	if t.ExitStatus != wire.TaskOK {
 		return &taskFailed{t: t}
