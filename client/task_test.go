@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -77,5 +78,51 @@ func TestRunTaskFallbacks(t *testing.T) {
 	}
 	if _, err := c.RunTask(context.Background(), "POST", "/nothing", nil, nil); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("RunTask on a missing route: %v, want the 404", err)
+	}
+}
+
+// TestContainerExecFallsBackToUpgrade: a daemon that knows only the
+// upgraded exec stream answers an exec without input with a 400 naming
+// the Upgrade header; the client asks again with the upgrade. (A fake
+// daemon: it stands for an older one.)
+func TestContainerExecFallsBackToUpgrade(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/containers/7/exec", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked = append(asked, r.Header.Get("Upgrade"))
+		mu.Unlock()
+		if r.Header.Get("Upgrade") != api.ExecUpgrade {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"error":{"status":400,"code":"invalid","message":"this endpoint needs 'Connection: Upgrade' and 'Upgrade: berth-exec/1'"}}`)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + api.ExecUpgrade + "\r\n\r\n")
+		// stdout "hi", exit 3
+		brw.Write([]byte{api.ExecFrameStdout, 0, 0, 0, 2, 'h', 'i', api.ExecFrameExit, 0, 0, 0, 4, 0, 0, 0, 3})
+		brw.Flush()
+		// Wait for the client's end of stdin, then hang up.
+		buf := make([]byte, 5)
+		_, _ = io.ReadFull(brw, buf)
+	})
+	sock, _, _ := unixServer(t, mux)
+	c := NewUnix(sock)
+	var out strings.Builder
+	code, err := c.ContainerExec(context.Background(), 7, api.ContainerExecRequest{Argv: []string{"true"}}, ExecIO{Stdout: &out})
+	if err != nil || code != 3 || out.String() != "hi" {
+		t.Errorf("ContainerExec = %d, %q, %v; want 3, \"hi\", nil", code, out.String(), err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(asked, []string{"", api.ExecUpgrade}) {
+		t.Errorf("the daemon was asked with Upgrade %q, want without, then with", asked)
 	}
 }
