@@ -74,11 +74,11 @@ type Options struct {
 	NoExecHelper bool
 	// RunDir holds the running containers' state (ID.pid: init's PID and
 	// start time). Default: /run/berth/ and the first 16 hex digits of
-	// the SHA-256 of DataDir's absolute path, on the host's /run tmpfs:
-	// after a reboot none is left (nothing runs then), and a start or
-	// stop writes no file system metadata to disk. If it cannot be made,
-	// the state stays beside each container's layer
-	// (DataDir/containers/ID/init.pid, where berth kept it before).
+	// the SHA-256 of DataDir's absolute path, under the host's /run (a
+	// tmpfs on standard hosts): after a reboot none is left, as nothing
+	// runs then. If it cannot be made, the state stays beside each
+	// container's layer (DataDir/containers/ID/init.pid, where berth kept
+	// it before).
 	RunDir string
 }
 
