@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berthhq/berth/api"
+	"github.com/berthhq/berth/internal/ksm"
 )
 
 // secureBootVar is the EFI global variable that holds the Secure Boot state.
@@ -276,46 +277,17 @@ func bootInfo(sys string) (api.BootInfo, error) {
 	return bi, nil
 }
 
-// readKSM reads the KSM counters. A missing directory means the kernel has
-// no KSM support and yields zeros; a missing or unreadable file inside an
-// existing directory is an error.
+// readKSM reads the KSM counters through the ksm package. A kernel without
+// KSM (no run file) yields zeros; a missing or unreadable counter of a
+// kernel with KSM is an error.
 func readKSM(dir string) (api.KSM, error) {
-	var k api.KSM
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return k, nil
+	c, err := ksm.Sysfs{Dir: dir}.Read()
+	if errors.Is(err, ksm.ErrUnsupported) {
+		return api.KSM{}, nil
 	}
-	for _, f := range []struct {
-		name string
-		dst  *uint64
-	}{
-		{"pages_shared", &k.PagesShared},
-		{"pages_sharing", &k.PagesSharing},
-		{"pages_unshared", &k.PagesUnshared},
-		{"full_scans", &k.FullScans},
-	} {
-		n, err := readUint(filepath.Join(dir, f.name))
-		if err != nil {
-			return k, err
-		}
-		*f.dst = n
-	}
-	run, err := readUint(filepath.Join(dir, "run"))
 	if err != nil {
-		return k, err
+		return api.KSM{}, err
 	}
-	k.Run = int(run)
-	k.Saved = k.PagesSharing * uint64(os.Getpagesize())
-	return k, nil
-}
-
-func readUint(path string) (uint64, error) {
-	s, err := readString(path)
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("parse %s: bad number %q", path, s)
-	}
-	return n, nil
+	return api.KSM{Run: c.Run, PagesShared: c.PagesShared, PagesSharing: c.PagesSharing, PagesUnshared: c.PagesUnshared,
+		FullScans: c.FullScans, Saved: c.PagesSharing * uint64(os.Getpagesize())}, nil
 }
