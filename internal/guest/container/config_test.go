@@ -1,11 +1,14 @@
 package container
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/berthhq/berth/api"
 )
@@ -124,5 +127,39 @@ func TestOpenConsoleLog(t *testing.T) {
 		t.Errorf("a new console log: %v", err)
 	} else {
 		f.Close()
+	}
+}
+
+// TestCommandPipe: the command's end of an exec pipe is blocking (as
+// programs expect of stdin and stdout), the daemon's end is not, and
+// bytes pass.
+func TestCommandPipe(t *testing.T) {
+	for _, output := range []bool{false, true} {
+		pr, pw, err := commandPipe(output)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmdEnd, daemonEnd := pr, pw
+		if output {
+			cmdEnd, daemonEnd = pw, pr
+		}
+		nonblock := func(f *os.File) bool {
+			rc, err := f.SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fl int
+			_ = rc.Control(func(fd uintptr) { fl, _ = unix.FcntlInt(fd, unix.F_GETFL, 0) })
+			return fl&unix.O_NONBLOCK != 0
+		}
+		if nonblock(cmdEnd) || !nonblock(daemonEnd) {
+			t.Errorf("output %v: command's end non-blocking %v, daemon's %v; want false, true", output, nonblock(cmdEnd), nonblock(daemonEnd))
+		}
+		go func() { pw.Write([]byte("x")); pw.Close() }()
+		b, err := io.ReadAll(pr)
+		if err != nil || string(b) != "x" {
+			t.Errorf("output %v: read %q, %v", output, b, err)
+		}
+		pr.Close()
 	}
 }

@@ -187,7 +187,7 @@ func (s *stdio) input(r io.Reader) (int, error) {
 	if fd, ok, err := s.direct(r, os.O_RDONLY); ok {
 		return fd, err
 	}
-	pr, pw, err := os.Pipe()
+	pr, pw, err := commandPipe(false)
 	if err != nil {
 		return -1, fmt.Errorf("exec: stdin pipe: %w", err)
 	}
@@ -200,12 +200,37 @@ func (s *stdio) input(r io.Reader) (int, error) {
 	return int(pr.Fd()), nil
 }
 
+// commandPipe returns a pipe between the daemon and a command: the
+// command's end (the read end for its input, the write end for its output)
+// stays blocking, as programs expect of their standard descriptors, and
+// is not put on the runtime's poller; the daemon's end is non-blocking, on
+// the poller. os.Pipe makes both ends non-blocking and polled, and Fd on
+// the command's end then made it blocking again: twice the system calls
+// (fcntl, epoll_ctl) for every exec.
+func commandPipe(output bool) (pr, pw *os.File, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, err
+	}
+	daemonEnd := p[1]
+	if output {
+		daemonEnd = p[0]
+	}
+	// A new pipe end has no other status flag to keep.
+	if _, err := unix.FcntlInt(uintptr(daemonEnd), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
+}
+
 // output returns the command's descriptor for w (nil: /dev/null).
 func (s *stdio) output(w io.Writer) (int, error) {
 	if fd, ok, err := s.direct(w, os.O_WRONLY); ok {
 		return fd, err
 	}
-	pr, pw, err := os.Pipe()
+	pr, pw, err := commandPipe(true)
 	if err != nil {
 		return -1, fmt.Errorf("exec: output pipe: %w", err)
 	}
