@@ -474,14 +474,7 @@ type spawnPlan struct {
 // which is also kept in the returned plan. With CLONE_PARENT the child is
 // a sibling of p's process (exit signal: that of p's process).
 func (p *program) spawn(name string, flags uintptr, c *program) *spawnPlan {
-	sp := &spawnPlan{child: newChildArgs(c.steps, c.report)}
-	stack := p.buf(childStack)
-	sp.args = cloneArgs{flags: uint64(flags), stack: uint64(uintptr(stack)), stackSize: childStack}
-	if flags&(unix.CLONE_PARENT|unix.CLONE_THREAD) == 0 {
-		sp.args.exitSignal = uint64(unix.SIGCHLD)
-	}
-	p.special(name, kSpawn, unsafe.Pointer(sp))
-	return sp
+	return p.spawnOn(name, flags, c, p.buf(childStack), nil)
 }
 
 // spawnPooled is spawn with the child on a stack from getStack (the
@@ -492,13 +485,19 @@ func (p *program) spawnPooled(name string, flags uintptr, c *program) (*spawnPla
 	if err != nil {
 		return nil, err
 	}
-	sp := &spawnPlan{child: newChildArgs(c.steps, c.report), stack: stack}
-	sp.args = cloneArgs{flags: uint64(flags), stack: uint64(uintptr(unsafe.Pointer(&stack[0]))), stackSize: childStack}
+	return p.spawnOn(name, flags, c, unsafe.Pointer(&stack[0]), stack), nil
+}
+
+// spawnOn appends the kSpawn step of spawn with the child on stack
+// (pooled, when not nil, is that stack from getStack).
+func (p *program) spawnOn(name string, flags uintptr, c *program, stack unsafe.Pointer, pooled []byte) *spawnPlan {
+	sp := &spawnPlan{child: newChildArgs(c.steps, c.report), stack: pooled}
+	sp.args = cloneArgs{flags: uint64(flags), stack: uint64(uintptr(stack)), stackSize: childStack}
 	if flags&(unix.CLONE_PARENT|unix.CLONE_THREAD) == 0 {
 		sp.args.exitSignal = uint64(unix.SIGCHLD)
 	}
 	p.special(name, kSpawn, unsafe.Pointer(sp))
-	return sp, nil
+	return sp
 }
 
 // cloneVM calls clone3(args); the child, on the stack args names, calls
